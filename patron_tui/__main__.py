@@ -1,0 +1,3 @@
+from patron_tui.cli import main
+
+raise SystemExit(main())

@@ -1,0 +1,390 @@
+"""The run engine: a worker pool, one event stream, cancellation, persistence.
+
+A run is a row in `runs` before it starts. `RunEngine.start` creates the row,
+then executes the run's function on a run slot (its own thread) with a
+`RunContext`. The function reports through the context (`info`, `warning`,
+`skipped`, `error`, `progress`); every event goes to every subscriber, and
+every message is persisted to `run_messages` by one persister thread with
+its own connection, so messages survive a data transaction that rolls back.
+
+Work inside a run that can go in parallel goes through `ctx.pool.map`, the
+engine's own bounded pool (Textual does not cap its workers; we do).
+"""
+
+from __future__ import annotations
+
+import os
+import queue
+import sqlite3
+import threading
+import time
+import traceback
+from collections.abc import Callable, Iterable, Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass, field
+from typing import Any, TypeVar
+
+from patron_tui.models import EventKind, RunEvent, RunStatus
+from patron_tui.store import ChangesetWriter, Store, utc_now
+from patron_tui.store import runlog
+
+T = TypeVar("T")
+R = TypeVar("R")
+
+Subscriber = Callable[[RunEvent], None]
+RunFunction = Callable[["RunContext"], dict[str, Any] | None]
+
+
+class RunCancelled(Exception):
+    """Raised inside a run when its cancel event is set."""
+
+
+class RunFailed(Exception):
+    """A run's own clean failure: the message is shown as the reason."""
+
+
+# -- the worker pool --------------------------------------------------------------
+
+
+class WorkerPool:
+    """A bounded pool for the parallel part of runs.
+
+    `map` keeps at most `2 * size` chunks in flight (constant memory on any
+    input size), yields results in input order and stops submitting as soon as
+    the cancel event is set.
+    """
+
+    def __init__(self, size: int | None = None) -> None:
+        self.size = max(1, size or os.cpu_count() or 1)
+        self._executor = ThreadPoolExecutor(max_workers=self.size, thread_name_prefix="patron-worker")
+
+    def map(
+        self,
+        fn: Callable[[T], R],
+        items: Iterable[T],
+        *,
+        cancel: threading.Event | None = None,
+    ) -> Iterator[R]:
+        window: list[Future[R]] = []
+        limit = 2 * self.size
+        it = iter(items)
+        try:
+            for item in it:
+                if cancel is not None and cancel.is_set():
+                    raise RunCancelled()
+                window.append(self._executor.submit(fn, item))
+                if len(window) >= limit:
+                    yield window.pop(0).result()
+            while window:
+                if cancel is not None and cancel.is_set():
+                    raise RunCancelled()
+                yield window.pop(0).result()
+        finally:
+            for fut in window:
+                fut.cancel()
+
+    def shutdown(self) -> None:
+        self._executor.shutdown(wait=True, cancel_futures=True)
+
+
+# -- persistence of messages ----------------------------------------------------------
+
+
+class _Persister(threading.Thread):
+    """Writes run messages and progress on its own connection, in batches.
+
+    A data transaction may hold the write lock for a while; message batches
+    then wait and retry (they must not be lost), progress updates are dropped
+    for a newer one.
+    """
+
+    def __init__(self, store: Store) -> None:
+        super().__init__(name="patron-run-persister", daemon=True)
+        self.store = store
+        self.q: queue.Queue[Any] = queue.Queue()
+        self._stop_flag = False
+
+    def run(self) -> None:
+        conn = self.store.connect()
+        try:
+            while True:
+                item = self.q.get()
+                items = [item]
+                while len(items) < 2000:
+                    try:
+                        items.append(self.q.get_nowait())
+                    except queue.Empty:
+                        break
+                self._write(conn, items)
+                if any(i is None for i in items):
+                    return
+        finally:
+            conn.close()
+
+    def _write(self, conn: sqlite3.Connection, items: list[Any]) -> None:
+        msgs = [i[1] for i in items if isinstance(i, tuple) and i[0] == "msg"]
+        progress: dict[int, tuple[int, int | None]] = {}
+        barriers = []
+        for i in items:
+            if isinstance(i, tuple) and i[0] == "progress":
+                progress[i[1]] = (i[2], i[3])
+            elif isinstance(i, threading.Event):
+                barriers.append(i)
+        while msgs:
+            try:
+                runlog.add_messages(conn, msgs)
+                break
+            except sqlite3.OperationalError as exc:
+                if "locked" not in str(exc) and "busy" not in str(exc):
+                    raise
+                time.sleep(0.05)
+        for run_id, (done, total) in progress.items():
+            try:
+                runlog.set_progress(conn, run_id, done, total)
+            except sqlite3.OperationalError:
+                pass  # best effort: a newer progress will follow
+        for b in barriers:
+            b.set()
+
+    def put_message(self, row: tuple) -> None:
+        self.q.put(("msg", row))
+
+    def put_progress(self, run_id: int, done: int, total: int | None) -> None:
+        self.q.put(("progress", run_id, done, total))
+
+    def flush(self, timeout: float | None = None) -> bool:
+        barrier = threading.Event()
+        self.q.put(barrier)
+        return barrier.wait(timeout)
+
+    def stop(self) -> None:
+        self.q.put(None)
+        self.join()
+
+
+# -- the run context -------------------------------------------------------------------
+
+
+@dataclass
+class RunContext:
+    """What a run's function gets: reporting, cancellation, pool, writer."""
+
+    engine: "RunEngine"
+    run_id: int
+    operator: str
+    params: dict[str, Any]
+    cancel_event: threading.Event
+    summary: dict[str, Any] = field(default_factory=dict)
+    counts: dict[str, int] = field(
+        default_factory=lambda: {"info": 0, "warning": 0, "skipped": 0, "error": 0}
+    )
+    _conn: sqlite3.Connection | None = None
+    _last_progress: float = 0.0
+
+    @property
+    def pool(self) -> WorkerPool:
+        return self.engine.pool
+
+    @property
+    def store(self) -> Store:
+        return self.engine.store
+
+    @property
+    def conn(self) -> sqlite3.Connection:
+        """This run's own connection (runs execute on one thread)."""
+        if self._conn is None:
+            self._conn = self.engine.store.connect()
+        return self._conn
+
+    def writer(self) -> ChangesetWriter:
+        return ChangesetWriter(self.conn, operator=self.operator, run_id=self.run_id)
+
+    @property
+    def cancelled(self) -> bool:
+        return self.cancel_event.is_set()
+
+    def check_cancelled(self) -> None:
+        if self.cancel_event.is_set():
+            raise RunCancelled()
+
+    # reporting
+    def _message(self, kind: EventKind, text: str, **kw: Any) -> None:
+        self.counts[kind.value] += 1
+        self.engine._publish(RunEvent(self.run_id, kind, text, **kw))
+
+    def info(self, text: str, **kw: Any) -> None:
+        self._message(EventKind.INFO, text, **kw)
+
+    def warning(self, text: str, **kw: Any) -> None:
+        self._message(EventKind.WARNING, text, **kw)
+
+    def skipped(self, text: str, **kw: Any) -> None:
+        self._message(EventKind.SKIPPED, text, **kw)
+
+    def error(self, text: str, **kw: Any) -> None:
+        self._message(EventKind.ERROR, text, **kw)
+
+    def progress(self, done: int, total: int | None = None, *, force: bool = False) -> None:
+        """Report progress; subscribers see it at most ~20 times a second."""
+        now = time.monotonic()
+        if not force and now - self._last_progress < 0.05 and (total is None or done < total):
+            return
+        self._last_progress = now
+        self.engine._publish(RunEvent(self.run_id, EventKind.PROGRESS, done=done, total=total))
+
+    def close(self) -> None:
+        if self._conn is not None:
+            self._conn.close()
+            self._conn = None
+
+
+# -- handles and the engine ---------------------------------------------------------------
+
+
+class RunHandle:
+    def __init__(self, run_id: int, cancel_event: threading.Event) -> None:
+        self.run_id = run_id
+        self._cancel = cancel_event
+        self._done = threading.Event()
+        self.status: RunStatus = RunStatus.QUEUED
+        self.summary: dict[str, Any] = {}
+        self.error: str | None = None
+
+    def cancel(self) -> None:
+        self._cancel.set()
+
+    def wait(self, timeout: float | None = None) -> RunStatus:
+        if not self._done.wait(timeout):
+            raise TimeoutError(f"run {self.run_id} still running")
+        return self.status
+
+    @property
+    def finished(self) -> bool:
+        return self._done.is_set()
+
+
+class RunEngine:
+    """Executes runs; everything they say goes to subscribers and the database."""
+
+    def __init__(self, store: Store, *, pool_size: int | None = None, max_runs: int = 2) -> None:
+        self.store = store
+        self.pool = WorkerPool(pool_size)
+        self._slots = ThreadPoolExecutor(max_workers=max(1, max_runs), thread_name_prefix="patron-run")
+        self._subscribers: list[Subscriber] = []
+        self._sub_lock = threading.Lock()
+        self._handles: dict[int, RunHandle] = {}
+        self._persister = _Persister(store)
+        self._persister.start()
+        self._conn = store.connect()
+        self.interrupted_on_start = runlog.mark_dead_runs_interrupted(self._conn)
+
+    # subscribers
+    def subscribe(self, callback: Subscriber) -> Callable[[], None]:
+        """Call `callback(event)` for every event of every run (from run threads)."""
+        with self._sub_lock:
+            self._subscribers.append(callback)
+
+        def unsubscribe() -> None:
+            with self._sub_lock:
+                if callback in self._subscribers:
+                    self._subscribers.remove(callback)
+
+        return unsubscribe
+
+    def _publish(self, event: RunEvent) -> None:
+        if event.kind is EventKind.PROGRESS:
+            self._persister.put_progress(event.run_id, event.done or 0, event.total)
+        elif event.kind is not EventKind.DONE:
+            self._persister.put_message(
+                (event.run_id, utc_now(), event.kind.value, event.code, event.line,
+                 event.barcode, event.patron_id, event.text)
+            )
+        with self._sub_lock:
+            subscribers = list(self._subscribers)
+        for sub in subscribers:
+            try:
+                sub(event)
+            except Exception:  # a broken subscriber must not break the run
+                traceback.print_exc()
+
+    # runs
+    def start(
+        self,
+        kind: str,
+        title: str,
+        fn: RunFunction,
+        *,
+        params: dict[str, Any] | None = None,
+        job_id: int | None = None,
+        mode: str | None = None,
+        started_by: str = "operator",
+    ) -> RunHandle:
+        """Create the run's row (queued) and execute it on a run slot."""
+        params = params or {}
+        run_id = runlog.create_run(
+            self._conn, kind=kind, title=title, operator=self.store.operator,
+            params=params, job_id=job_id, mode=mode, started_by=started_by,
+        )
+        cancel = threading.Event()
+        handle = RunHandle(run_id, cancel)
+        self._handles[run_id] = handle
+        self._slots.submit(self._execute, handle, fn, params)
+        return handle
+
+    def execute(self, kind: str, title: str, fn: RunFunction, **kw: Any) -> RunHandle:
+        """Start a run and wait for it (the CLI's way)."""
+        handle = self.start(kind, title, fn, **kw)
+        handle.wait()
+        return handle
+
+    def cancel(self, run_id: int) -> None:
+        handle = self._handles.get(run_id)
+        if handle is not None:
+            handle.cancel()
+
+    def active_runs(self) -> list[int]:
+        return [rid for rid, h in self._handles.items() if not h.finished]
+
+    def _execute(self, handle: RunHandle, fn: RunFunction, params: dict[str, Any]) -> None:
+        ctx = RunContext(self, handle.run_id, self.store.operator, params, handle._cancel)
+        conn = self.store.connect()
+        status = RunStatus.FAILED
+        error: str | None = None
+        try:
+            runlog.mark_running(conn, handle.run_id, pid=os.getpid())
+            handle.status = RunStatus.RUNNING
+            result = fn(ctx)
+            if result:
+                ctx.summary.update(result)
+            status = RunStatus.SUCCEEDED
+        except RunCancelled:
+            status = RunStatus.CANCELLED
+            error = "cancelled by the operator"
+            ctx.warning("Run cancelled: nothing it was writing was kept.", code="cancelled")
+        except RunFailed as exc:
+            error = str(exc)
+            ctx.error(error, code="failed")
+        except Exception as exc:  # the run fails, the console does not
+            error = f"{type(exc).__name__}: {exc}"
+            ctx.error(f"Run failed: {error}", code="crash")
+        finally:
+            ctx.close()
+            summary = {**ctx.summary, "messages": dict(ctx.counts)}
+            self._persister.flush()
+            try:
+                runlog.finish_run(conn, handle.run_id, status=status.value, summary=summary, error=error)
+            finally:
+                conn.close()
+            handle.status, handle.summary, handle.error = status, summary, error
+            handle._done.set()
+            text = error or f"{status.value}"
+            self._publish(RunEvent(handle.run_id, EventKind.DONE, text, status=status))
+
+    def shutdown(self, *, cancel_running: bool = True) -> None:
+        if cancel_running:
+            for h in self._handles.values():
+                h.cancel()
+        self._slots.shutdown(wait=True)
+        self.pool.shutdown()
+        self._persister.stop()
+        self._conn.close()

@@ -1,0 +1,130 @@
+"""Runs and their messages as rows.
+
+A run is a row before it starts (queued), so any process can pick it up and
+any console can follow it. These rows are the run engine's own bookkeeping,
+not patron data: they are written here directly, each in a short
+transaction on the caller's connection, never inside a data transaction.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+from collections.abc import Iterable, Sequence
+from typing import Any
+
+from patron_tui.store.changeset import utc_now
+from patron_tui.store.db import write_transaction
+from patron_tui.store.identity import host_name, pid_alive
+
+TERMINAL = ("succeeded", "failed", "cancelled", "interrupted", "missed")
+
+
+def create_run(
+    conn: sqlite3.Connection,
+    *,
+    kind: str,
+    title: str,
+    operator: str,
+    params: dict[str, Any] | None = None,
+    job_id: int | None = None,
+    mode: str | None = None,
+    started_by: str = "operator",
+) -> int:
+    with write_transaction(conn):
+        cur = conn.execute(
+            "INSERT INTO runs (kind, title, job_id, mode, status, operator, started_by, params, created_at)"
+            " VALUES (?, ?, ?, ?, 'queued', ?, ?, ?, ?)",
+            (kind, title, job_id, mode, operator, started_by, json.dumps(params or {}), utc_now()),
+        )
+        return cur.lastrowid
+
+
+def mark_running(conn: sqlite3.Connection, run_id: int, *, pid: int) -> None:
+    with write_transaction(conn):
+        conn.execute(
+            "UPDATE runs SET status='running', started_at=?, owner_host=?, owner_pid=? WHERE id=?",
+            (utc_now(), host_name(), pid, run_id),
+        )
+
+
+def finish_run(
+    conn: sqlite3.Connection,
+    run_id: int,
+    *,
+    status: str,
+    summary: dict[str, Any] | None = None,
+    error: str | None = None,
+) -> None:
+    if status not in TERMINAL:
+        raise ValueError(f"not a final status: {status}")
+    with write_transaction(conn):
+        conn.execute(
+            "UPDATE runs SET status=?, summary=?, error=?, finished_at=? WHERE id=?",
+            (status, json.dumps(summary or {}), error, utc_now(), run_id),
+        )
+
+
+def set_progress(conn: sqlite3.Connection, run_id: int, done: int, total: int | None) -> None:
+    with write_transaction(conn):
+        conn.execute(
+            "UPDATE runs SET progress_done=?, progress_total=? WHERE id=?", (done, total, run_id)
+        )
+
+
+def add_messages(conn: sqlite3.Connection, rows: Sequence[tuple]) -> None:
+    """rows: (run_id, ts, level, code, line, barcode, patron_id, text)."""
+    if not rows:
+        return
+    with write_transaction(conn):
+        conn.executemany(
+            "INSERT INTO run_messages (run_id, ts, level, code, line, barcode, patron_id, text)"
+            " VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+            rows,
+        )
+
+
+def mark_dead_runs_interrupted(conn: sqlite3.Connection) -> list[int]:
+    """Runs left 'running' by a process of this host that no longer exists."""
+    host = host_name()
+    dead = [
+        r["id"]
+        for r in conn.execute(
+            "SELECT id, owner_host, owner_pid FROM runs WHERE status='running'"
+        ).fetchall()
+        if r["owner_host"] == host and (r["owner_pid"] is None or not pid_alive(r["owner_pid"]))
+    ]
+    if dead:
+        with write_transaction(conn):
+            conn.executemany(
+                "UPDATE runs SET status='interrupted', finished_at=?,"
+                " error=coalesce(error, 'the process running it stopped') WHERE id=? AND status='running'",
+                [(utc_now(), i) for i in dead],
+            )
+    return dead
+
+
+def get_run(conn: sqlite3.Connection, run_id: int) -> dict[str, Any] | None:
+    row = conn.execute("SELECT * FROM runs WHERE id=?", (run_id,)).fetchone()
+    if row is None:
+        return None
+    out = dict(row)
+    out["params"] = json.loads(out["params"] or "{}")
+    out["summary"] = json.loads(out["summary"] or "{}")
+    return out
+
+
+def recent_runs(conn: sqlite3.Connection, limit: int = 10) -> list[dict[str, Any]]:
+    return [dict(r) for r in conn.execute("SELECT * FROM runs ORDER BY id DESC LIMIT ?", (limit,))]
+
+
+def messages(
+    conn: sqlite3.Connection, run_id: int, levels: Iterable[str] | None = None
+) -> list[dict[str, Any]]:
+    sql = "SELECT * FROM run_messages WHERE run_id=?"
+    params: list[Any] = [run_id]
+    if levels:
+        levels = list(levels)
+        sql += f" AND level IN ({','.join('?' * len(levels))})"
+        params += levels
+    return [dict(r) for r in conn.execute(sql + " ORDER BY id", params)]
