@@ -1,0 +1,216 @@
+"""The console frame: sections as modes, the run engine, the live log.
+
+`make_app` is the one factory the CLI and the tests use.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from pathlib import Path
+
+from textual import work
+from textual.app import App, SystemCommand
+from textual.binding import Binding
+from textual.screen import Screen
+
+from patron_tui.config import load_ui_settings, save_ui_settings
+from patron_tui.models import EventKind, RunEvent
+from patron_tui.runs import RunEngine
+from patron_tui.store import Store
+from patron_tui.ui.logbuffer import LogBuffer
+from patron_tui.ui.screens.home import HomeScreen
+from patron_tui.ui.screens.key_help import KeyHelpScreen
+from patron_tui.ui.screens.patrons import PatronsScreen
+from patron_tui.ui.screens.sections import BatchScreen, JobsScreen, LogScreen
+from patron_tui.ui.screens.utilities import UtilitiesScreen
+from patron_tui.ui.themes import DEFAULT_THEME, load_themes
+from patron_tui.ui.widgets.header import SECTIONS
+from patron_tui.ui.widgets.log_pane import LogPane
+
+
+class PatronApp(App[int]):
+    TITLE = "patron-tui"
+    CSS_PATH = "app.tcss"
+    MODES = {
+        "home": HomeScreen,
+        "patrons": PatronsScreen,
+        "batch": BatchScreen,
+        "jobs": JobsScreen,
+        "utilities": UtilitiesScreen,
+        "log": LogScreen,
+    }
+    DEFAULT_MODE = "home"
+    BINDINGS = [
+        *[
+            Binding(key, f"section('{mode}')", label, show=False, id=f"section.{mode}")
+            for mode, key, label in SECTIONS
+        ],
+        Binding("question_mark", "key_help", "Keys", id="app.keys"),
+        Binding("ctrl+l", "toggle_log", "Log pane", id="app.toggle_log"),
+        Binding("ctrl+q", "quit", "Quit", id="app.quit"),
+    ]
+
+    def __init__(
+        self,
+        store: Store,
+        *,
+        theme: str | None = None,
+        notice: str | None = None,
+        pool_size: int | None = None,
+    ) -> None:
+        super().__init__()
+        self.store = store
+        self.log_buffer = LogBuffer()
+        self.log_visible = True
+        self.engine: RunEngine | None = None
+        self._pool_size = pool_size
+        self._requested_theme = theme
+        self._notice = notice
+        self._progress: dict[int, tuple[str, int, int | None, str]] = {}
+        self.theme_problems: list[str] = []
+        themes, self.theme_problems = load_themes()
+        for t in themes:
+            self.register_theme(t)
+
+    # -- start-up and shutdown ---------------------------------------------------------
+    def on_mount(self) -> None:
+        wanted = self._requested_theme or load_ui_settings().get("theme") or DEFAULT_THEME
+        if wanted not in self.available_themes:
+            self.notify(f"Unknown theme {wanted!r}; using {DEFAULT_THEME}.", severity="warning")
+            wanted = DEFAULT_THEME
+        self.theme = wanted
+        if self._requested_theme:
+            save_ui_settings(theme=wanted)
+        self.theme_changed_signal.subscribe(self, self._remember_theme)
+        self.engine = RunEngine(self.store, pool_size=self._pool_size)
+        self.engine.subscribe(self.log_buffer.accept)
+        self.engine.subscribe(self._track_progress)
+        for problem in self.theme_problems:
+            self.log_buffer.add("warning", f"theme file skipped: {problem}")
+        for run_id in self.engine.interrupted_on_start:
+            self.log_buffer.add("warning", f"run {run_id} was left running by a stopped process: marked interrupted",
+                                run_id=run_id, code="interrupted")
+        self.set_interval(0.1, self._drain_log)
+        if self._notice:
+            self.notify(self._notice, timeout=8)
+
+    def _remember_theme(self, theme) -> None:
+        save_ui_settings(theme=theme.name)
+
+    def on_unmount(self) -> None:
+        if self.engine is not None:
+            self.engine.shutdown(cancel_running=True)
+
+    # -- the live log ---------------------------------------------------------------------
+    def _drain_log(self) -> None:
+        new = self.log_buffer.drain()
+        if new:
+            for pane in self.screen.query(LogPane):
+                pane.extend(new)
+
+    def _track_progress(self, event: RunEvent) -> None:
+        """From run threads: remember the latest progress of each run (dict writes are atomic)."""
+        title, done, total, state = self._progress.get(event.run_id, ("", 0, None, "running"))
+        if event.kind is EventKind.PROGRESS:
+            self._progress[event.run_id] = (title, event.done or 0, event.total, "running")
+        elif event.kind is EventKind.DONE and event.status is not None:
+            self._progress[event.run_id] = (title, total or done, total, event.status.value)
+
+    def latest_progress(self) -> tuple[int, str, int, int | None, str] | None:
+        if not self._progress:
+            return None
+        run_id = max(self._progress)
+        title, done, total, state = self._progress[run_id]
+        return run_id, title, done, total, state
+
+    # -- runs ----------------------------------------------------------------------------
+    def start_check(self) -> None:
+        self._start_check()
+
+    @work(thread=True, group="runs", exit_on_error=False)
+    def _start_check(self) -> None:
+        from patron_tui.services.check import CHECK_KIND, CHECK_TITLE, check_database
+
+        assert self.engine is not None
+        handle = self.engine.start(CHECK_KIND, CHECK_TITLE, check_database)
+        self._progress.setdefault(handle.run_id, (CHECK_TITLE, 0, None, "running"))
+        self._progress[handle.run_id] = (CHECK_TITLE, *self._progress[handle.run_id][1:])
+        self.call_from_thread(self.notify, f"Run {handle.run_id}: {CHECK_TITLE} started.")
+
+    def cancel_runs(self) -> None:
+        if self.engine is None:
+            return
+        active = self.engine.active_runs()
+        for run_id in active:
+            self.engine.cancel(run_id)
+        self.notify(f"Cancelling {len(active)} run(s)." if active else "No run is running.")
+
+    # -- actions ---------------------------------------------------------------------------
+    def action_section(self, mode: str) -> None:
+        self.switch_mode(mode)
+
+    def action_toggle_log(self) -> None:
+        self.log_visible = not self.log_visible
+        for pane in self.screen.query(LogPane):
+            if not pane.has_class("-full"):
+                pane.set_class(not self.log_visible, "-hidden")
+
+    def action_key_help(self) -> None:
+        if isinstance(self.screen, KeyHelpScreen):
+            return
+        keys: list[tuple[str, str]] = []
+        seen: set[str] = set()
+        for key, active in self.screen.active_bindings.items():
+            binding = active.binding
+            if not binding.description or binding.description in seen and binding.action.startswith("section"):
+                continue
+            keys.append((self.get_key_display(binding), binding.description))
+            seen.add(binding.description)
+        title = type(self.screen).__name__.removesuffix("Screen")
+        self.push_screen(KeyHelpScreen(title, keys))
+
+    def get_system_commands(self, screen: Screen) -> Iterable[SystemCommand]:
+        yield from super().get_system_commands(screen)
+        for mode, key, label in SECTIONS:
+            yield SystemCommand(f"Go to {label}", f"Open the {label} section (key {key})",
+                                lambda m=mode: self.action_section(m))
+        yield SystemCommand("Toggle log pane", "Show or hide the live log pane (Ctrl+L)", self.action_toggle_log)
+        yield SystemCommand("Check database", "Run the troubleshooting check of the patron database",
+                            self.start_check)
+        yield SystemCommand("Key help", "Keys of the current screen (?)", self.action_key_help)
+
+
+def make_app(
+    db_path: str | Path,
+    *,
+    theme: str | None = None,
+    notice: str | None = None,
+    operator: str | None = None,
+    pool_size: int | None = None,
+) -> PatronApp:
+    store = Store(db_path, operator=operator)
+    return PatronApp(store, theme=theme, notice=notice, pool_size=pool_size)
+
+
+def run_console(db_path: Path, *, theme: str | None = None) -> int:
+    """Open the console; with no database yet, build the demo district first."""
+    import sys
+
+    from patron_tui.store import StoreError
+
+    notice = None
+    if not Path(db_path).exists():
+        from patron_tui.services.demo import build_demo
+
+        print(f"No patron database at {db_path}: creating a demo district…", file=sys.stderr)
+        stats = build_demo(db_path, patrons=2000, seed=1)
+        notice = (f"No database was found, so a demo district with {stats['patrons']:,} patrons "
+                  f"was created at {db_path}.")
+    try:
+        Store(db_path).connect().close()
+    except StoreError as exc:
+        print(f"patron-tui: {exc}", file=sys.stderr)
+        return 2
+    app = make_app(db_path, theme=theme, notice=notice)
+    app.run()
+    return 0
