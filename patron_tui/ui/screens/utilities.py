@@ -31,7 +31,8 @@ class UtilitiesScreen(SectionScreen):
     UtilitiesScreen #util-list { height: auto; max-height: 8; }
     UtilitiesScreen #util-desc { height: auto; margin: 1 0; color: $foreground-muted; }
     UtilitiesScreen #util-status { height: 1; }
-    UtilitiesScreen ProgressBar { height: 1; }
+    UtilitiesScreen ProgressBar { height: 1; display: none; }
+    UtilitiesScreen ProgressBar.-active { display: block; }
     """
 
     def compose_body(self) -> ComposeResult:
@@ -70,5 +71,6 @@ class UtilitiesScreen(SectionScreen):
         if progress is None:
             return
         run_id, title, done, total, state = progress
-        bar.update(total=total or None, progress=done)
+        bar.add_class("-active")
+        bar.update(total=total or 1, progress=done)
         status.update(Content(f"Run {run_id} {title}: {state}"))

@@ -1,0 +1,47 @@
+"""Shared fixtures: every test gets its own console-settings folder, and small
+databases are built with the real store and changeset writer."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from patron_tui.store import ChangesetWriter, Store, utc_now
+
+
+@pytest.fixture(autouse=True)
+def _own_config_dir(tmp_path_factory, monkeypatch):
+    monkeypatch.setenv("PATRON_TUI_CONFIG_DIR", str(tmp_path_factory.mktemp("config")))
+    monkeypatch.delenv("PATRON_TUI_DB", raising=False)
+
+
+def add_patrons(store: Store, rows: list[dict]) -> list[int]:
+    conn = store.connect()
+    now = utc_now()
+    ids = []
+    try:
+        with ChangesetWriter(conn, operator=store.operator, run_id=None) as w:
+            for row in rows:
+                ids.append(w.insert("patrons", {"created_at": now, "updated_at": now, **row}))
+    finally:
+        conn.close()
+    return ids
+
+
+@pytest.fixture
+def small_store(tmp_path: Path) -> Store:
+    """A district with two sites and a dozen patrons."""
+    store = Store.create(tmp_path / "district.db", operator="tester")
+    conn = store.connect()
+    with ChangesetWriter(conn, operator="tester", run_id=None) as w:
+        w.insert("sites", {"code": "HS", "name": "High School"})
+        w.insert("sites", {"code": "ELM", "name": "Elm Elementary"})
+    conn.close()
+    add_patrons(store, [
+        {"barcode": f"P{i:04d}", "district_id": f"D{i:04d}", "site": "HS" if i % 3 else "ELM",
+         "last_name": f"Last{i}", "first_name": f"First{i}", "grade": str(1 + i % 12),
+         "status": "Active" if i % 4 else "Inactive"}
+        for i in range(12)
+    ])
+    return store
