@@ -376,9 +376,13 @@ class RunEngine:
             finally:
                 conn.close()
             handle.status, handle.summary, handle.error = status, summary, error
-            handle._done.set()
             text = error or f"{status.value}"
-            self._publish(RunEvent(handle.run_id, EventKind.DONE, text, status=status))
+            # DONE reaches every subscriber before wait() returns, so a caller
+            # that unsubscribes after wait() never misses it
+            try:
+                self._publish(RunEvent(handle.run_id, EventKind.DONE, text, status=status))
+            finally:
+                handle._done.set()
 
     def shutdown(self, *, cancel_running: bool = True) -> None:
         if cancel_running:

@@ -57,6 +57,32 @@ async def test_every_section_by_key_in_every_theme(small_store, theme):
         status = app.screen.query_one("#home-status", DataTable)
         counts = {str(status.get_row_at(i)[0]): str(status.get_row_at(i)[1]) for i in range(status.row_count)}
         assert counts == {"Active": "9", "Inactive": "3"}
+        # the palette, by keyboard
+        await pilot.press("ctrl+p")
+        await pilot.pause()
+        await pilot.press(*"go to utilities")
+        await pilot.pause(0.3)
+        await pilot.press("enter")
+        await settle(app, pilot)
+        assert app.current_mode == "utilities"
+        # key help
+        await pilot.press("question_mark")
+        await pilot.pause()
+        assert isinstance(app.screen, KeyHelpScreen)
+        await pilot.press("escape")
+        await pilot.pause()
+        # log filters in the Log section
+        app.log_buffer.add("error", "boom", run_id=1)
+        app.log_buffer.add("warning", "careful", run_id=1)
+        await pilot.press("6")
+        await settle(app, pilot)
+        view = app.screen.query_one(LogView)
+        await pilot.press("e")
+        await pilot.pause()
+        assert [r.text for r in view.rows] == ["boom"]
+        await pilot.press("w")
+        await pilot.pause()
+        assert [r.text for r in view.rows] == ["careful"]
     # the theme chosen with --theme is remembered
     assert load_ui_settings()["theme"] == theme
 

@@ -93,8 +93,15 @@ class ChangesetWriter:
     def __exit__(self, exc_type, exc, tb) -> None:
         self._open = False
         if exc_type is None:
-            self.conn.execute("COMMIT")
-        else:
+            try:
+                self.conn.execute("COMMIT")
+            except BaseException:
+                if self.conn.in_transaction:
+                    self.conn.execute("ROLLBACK")
+                raise
+        elif self.conn.in_transaction:
+            # SQLite rolls back by itself on an interrupt or a full disk; a second
+            # ROLLBACK would raise and hide the real error
             self.conn.execute("ROLLBACK")
 
     def _check(self) -> None:

@@ -93,7 +93,8 @@ class LogView(ScrollView, can_focus=True):
     def _resize(self, *, follow: bool) -> None:
         self.virtual_size = Size(self._width, len(self.rows))
         if follow:
-            self.scroll_end(animate=False, immediate=True, x_axis=False)
+            # after the next layout, when max_scroll_y knows the new size
+            self.call_after_refresh(self.scroll_end, animate=False, x_axis=False)
         self.refresh()
 
     @staticmethod

@@ -1,0 +1,270 @@
+"""The changeset writer: every write is journalled with who, which run, and the
+row's images; a failure leaves neither a partial write nor a journal row."""
+
+from __future__ import annotations
+
+import sqlite3
+from pathlib import Path
+
+import pytest
+
+from patron_tui.store import ChangesetWriter, Store, runlog, utc_now
+from patron_tui.store.changeset import WriterClosed, decode_image
+
+PICTURE = bytes(range(256)) + b"\x00\xff\x00"  # every byte value, NULs included
+
+
+@pytest.fixture
+def store(tmp_path: Path) -> Store:
+    return Store.create(tmp_path / "district.db", operator="tester")
+
+
+@pytest.fixture
+def conn(store: Store):
+    c = store.connect()
+    yield c
+    c.close()
+
+
+@pytest.fixture
+def run_id(conn) -> int:
+    return runlog.create_run(conn, kind="test", title="Test run", operator="tester")
+
+
+def patron(barcode: str, **extra) -> dict:
+    now = utc_now()
+    return {"barcode": barcode, "district_id": f"D-{barcode}", "site": "UNION", "last_name": "Lee",
+            "first_name": barcode, "grade": "5", "created_at": now, "updated_at": now, **extra}
+
+
+def journal(conn, **where) -> list[dict]:
+    sql = "SELECT * FROM change_journal"
+    if where:
+        sql += " WHERE " + " AND ".join(f"{k} = ?" for k in where)
+    return [dict(r) for r in conn.execute(sql + " ORDER BY id", list(where.values()))]
+
+
+def dump(conn) -> dict[str, list[tuple]]:
+    """Every row of every table, to prove a failed transaction changed nothing."""
+    tables = [r[0] for r in conn.execute(
+        "SELECT name FROM sqlite_master WHERE type='table' AND name NOT LIKE 'sqlite_%'")]
+    return {t: sorted((tuple(r) for r in conn.execute(f'SELECT * FROM "{t}"')), key=repr) for t in tables}
+
+
+def writer(conn, run_id=None, operator="alice") -> ChangesetWriter:
+    return ChangesetWriter(conn, operator=operator, run_id=run_id)
+
+
+# -- small writes ----------------------------------------------------------------
+
+
+def test_insert_journals_operator_run_table_key_and_after_image(conn, run_id):
+    row = patron("B1", picture=PICTURE)
+    with writer(conn, run_id) as w:
+        pid = w.insert("patrons", row)
+    [j] = journal(conn, table_name="patrons", op="insert", row_key=str(pid))
+    assert (j["operator"], j["run_id"], j["before"]) == ("alice", run_id, None)
+    after = decode_image(j["after"])
+    assert after == {"id": pid, **row}
+    assert isinstance(after["picture"], bytes) and after["picture"] == PICTURE
+    stored = conn.execute("SELECT picture, barcode FROM patrons WHERE id=?", (pid,)).fetchone()
+    assert (stored["picture"], stored["barcode"]) == (PICTURE, "B1")
+
+
+def test_insert_with_composite_key_journals_the_key_as_a_list(conn):
+    with writer(conn) as w:
+        tid = w.insert("titles", {"code": "T1", "title": "Moby Dick"})
+        w.insert("title_media", {"title_id": tid, "medium": "DB"})
+    [j] = journal(conn, table_name="title_media")
+    assert j["row_key"] == f'[{tid},"DB"]' and j["run_id"] is None
+    assert decode_image(j["after"]) == {"title_id": tid, "medium": "DB"}
+
+
+def test_update_journals_full_before_image_and_changed_columns_only(conn, run_id):
+    with writer(conn) as w:
+        pid = w.insert("patrons", patron("B1", picture=PICTURE))
+    full_before = dict(conn.execute("SELECT * FROM patrons WHERE id=?", (pid,)).fetchone())
+    with writer(conn, run_id, operator="bob") as w:
+        returned = w.update("patrons", pid, {"grade": "6", "last_name": "Lee", "picture": b"\x01\x02"})
+    assert returned == full_before
+    [j] = journal(conn, op="update")
+    assert (j["operator"], j["run_id"], j["table_name"], j["row_key"]) == ("bob", run_id, "patrons", str(pid))
+    before = decode_image(j["before"])
+    assert before == full_before and before["picture"] == PICTURE
+    assert decode_image(j["after"]) == {"grade": "6", "picture": b"\x01\x02"}  # last_name did not change
+    now = conn.execute("SELECT grade, picture FROM patrons WHERE id=?", (pid,)).fetchone()
+    assert (now["grade"], now["picture"]) == ("6", b"\x01\x02")
+
+
+def test_noop_update_writes_no_journal_row(conn):
+    with writer(conn) as w:
+        pid = w.insert("patrons", patron("B1", picture=PICTURE))
+    before = dump(conn)
+    with writer(conn) as w:
+        assert w.update("patrons", pid, {"grade": "5", "barcode": "B1", "picture": PICTURE}) is not None
+        assert w.counts["update"] == 0
+    assert dump(conn) == before
+
+
+def test_update_and_delete_of_a_missing_row_write_nothing(conn):
+    before = dump(conn)
+    with writer(conn) as w:
+        assert w.update("patrons", 424242, {"grade": "1"}) is None
+        assert w.delete("patrons", 424242) is None
+    assert dump(conn) == before
+
+
+def test_delete_journals_before_image_with_blob(conn, run_id):
+    with writer(conn) as w:
+        pid = w.insert("patrons", patron("B1", picture=PICTURE))
+    full_before = dict(conn.execute("SELECT * FROM patrons WHERE id=?", (pid,)).fetchone())
+    with writer(conn, run_id) as w:
+        assert w.delete("patrons", pid) == full_before
+    [j] = journal(conn, op="delete")
+    assert (j["operator"], j["run_id"], j["row_key"], j["after"]) == ("alice", run_id, str(pid), None)
+    assert decode_image(j["before"]) == full_before
+    assert conn.execute("SELECT count(*) FROM patrons WHERE id=?", (pid,)).fetchone()[0] == 0
+
+
+# -- bulk writes -------------------------------------------------------------------
+
+
+def test_insert_many_full_journal_has_one_row_per_insert(conn, run_id):
+    rows = [patron(f"B{i}") for i in range(7)]
+    with writer(conn, run_id) as w:
+        assert w.insert_many("patrons", rows) == 7
+    stored = {r["barcode"]: r["id"] for r in conn.execute("SELECT id, barcode FROM patrons WHERE barcode LIKE 'B%'")}
+    js = journal(conn, table_name="patrons", run_id=run_id)
+    assert len(js) == 7 and all(j["op"] == "insert" and j["operator"] == "alice" for j in js)
+    for j, row in zip(js, rows):
+        pid = stored[row["barcode"]]
+        assert j["row_key"] == str(pid)
+        assert decode_image(j["after"]) == {"id": pid, **row}
+
+
+def test_insert_many_range_journal_is_one_insert_range_row(conn, run_id):
+    with writer(conn, run_id) as w:
+        assert w.insert_many("patrons", (patron(f"B{i}") for i in range(10)), journal="range") == 10
+    ids = [r[0] for r in conn.execute("SELECT id FROM patrons WHERE barcode LIKE 'B%' ORDER BY id")]
+    [j] = journal(conn, table_name="patrons", run_id=run_id)
+    assert (j["op"], j["row_key"], j["before"], j["after"]) == ("insert_range", f"{ids[0]}..{ids[-1]}", None, None)
+    assert ids == list(range(ids[0], ids[0] + 10))
+
+
+def test_update_many_journals_changed_rows_only(conn, run_id):
+    with writer(conn) as w:
+        ids = [w.insert("patrons", patron(f"B{i}")) for i in range(4)]
+    befores = {i: dict(conn.execute("SELECT * FROM patrons WHERE id=?", (i,)).fetchone()) for i in ids}
+    items = [(ids[0], {"grade": "9"}), (ids[1], {"grade": "5"}),  # no-op
+             (ids[2], {"grade": "9", "status": "Inactive"}), (999_999, {"grade": "1"})]  # missing
+    with writer(conn, run_id) as w:
+        assert w.update_many("patrons", items) == 2
+    js = journal(conn, op="update")
+    assert [j["row_key"] for j in js] == [str(ids[0]), str(ids[2])]
+    assert decode_image(js[0]["before"]) == befores[ids[0]]
+    assert decode_image(js[0]["after"]) == {"grade": "9"}
+    assert decode_image(js[1]["after"]) == {"grade": "9", "status": "Inactive"}
+    grades = dict(conn.execute("SELECT id, grade FROM patrons WHERE id IN (?,?,?,?)", ids).fetchall())
+    assert grades == {ids[0]: "9", ids[1]: "5", ids[2]: "9", ids[3]: "5"}
+
+
+def test_delete_many_journals_each_before_image(conn, run_id):
+    with writer(conn) as w:
+        ids = [w.insert("patrons", patron(f"B{i}", picture=bytes([i]))) for i in range(3)]
+    befores = {i: dict(conn.execute("SELECT * FROM patrons WHERE id=?", (i,)).fetchone()) for i in ids}
+    with writer(conn, run_id) as w:
+        assert w.delete_many("patrons", [ids[0], 888_888, ids[2]]) == 2
+    js = journal(conn, op="delete")
+    assert [j["row_key"] for j in js] == [str(ids[0]), str(ids[2])]
+    assert [decode_image(j["before"]) for j in js] == [befores[ids[0]], befores[ids[2]]]
+    left = [r[0] for r in conn.execute("SELECT id FROM patrons WHERE barcode LIKE 'B%'")]
+    assert left == [ids[1]]
+
+
+# -- failures leave nothing behind -------------------------------------------------------
+
+
+def test_exception_inside_the_writer_leaves_no_write_and_no_journal_row(conn, run_id):
+    with writer(conn) as w:
+        keep = w.insert("patrons", patron("KEEP"))
+    before = dump(conn)
+    with pytest.raises(RuntimeError, match="half way"):
+        with writer(conn, run_id) as w:
+            w.insert("patrons", patron("NEW1"))
+            w.insert_many("notes", [{"patron_id": keep, "note_type": "General", "text": f"n{i}",
+                                     "created_at": utc_now()} for i in range(20)])
+            w.update("patrons", keep, {"grade": "12"})
+            w.delete("patrons", keep)
+            raise RuntimeError("half way")
+    assert not conn.in_transaction
+    assert dump(conn) == before
+
+
+def test_duplicate_barcode_inside_insert_many_rolls_back_everything(conn):
+    with writer(conn) as w:
+        w.insert("patrons", patron("DUP"))
+    before = dump(conn)
+    # more rows than one executemany batch, so earlier batches were already written
+    rows = [patron(f"N{i}") for i in range(6_000)]
+    rows.insert(5_500, patron("DUP", district_id="other"))
+    with pytest.raises(sqlite3.IntegrityError):
+        with writer(conn) as w:
+            w.insert("sites", {"code": "HS", "name": "High School"})
+            w.insert_many("patrons", rows)
+    assert not conn.in_transaction
+    assert dump(conn) == before
+
+
+def test_interrupted_write_reports_the_real_error_and_keeps_nothing(conn):
+    """SQLite rolls back by itself on an interrupt; the writer must not hide that error."""
+    before = dump(conn)
+    rows = [{"patron_id": 1, "note_type": "General", "text": "x", "created_at": utc_now()}] * 20_000
+    calls = []
+
+    def interrupt_after_a_while() -> int:  # lands inside the INSERTs, past the first reads
+        calls.append(1)
+        return int(len(calls) > 2_000)
+
+    conn.set_progress_handler(interrupt_after_a_while, 5)
+    try:
+        with pytest.raises(sqlite3.OperationalError, match="interrupted"):
+            with writer(conn) as w:
+                w.insert_many("notes", rows)
+    finally:
+        conn.set_progress_handler(None, 0)
+    assert len(calls) > 2_000
+    assert not conn.in_transaction
+    assert dump(conn) == before
+    with writer(conn) as w:  # the connection is still usable
+        w.insert("sites", {"code": "HS", "name": "High School"})
+    assert conn.execute("SELECT count(*) FROM sites WHERE code='HS'").fetchone()[0] == 1
+
+
+def test_writes_outside_the_transaction_raise_writer_closed(conn):
+    w = writer(conn)
+    before = dump(conn)
+    calls = [
+        lambda: w.insert("sites", {"code": "X", "name": "X"}),
+        lambda: w.update("sites", 1, {"name": "Y"}),
+        lambda: w.delete("sites", 1),
+        lambda: w.insert_many("sites", [{"code": "X", "name": "X"}]),
+        lambda: w.update_many("sites", [(1, {"name": "Y"})]),
+        lambda: w.delete_many("sites", [1]),
+    ]
+    for call in calls:  # before the `with`
+        with pytest.raises(WriterClosed):
+            call()
+    with w:
+        w.insert("sites", {"code": "IN", "name": "Inside"})
+    for call in calls:  # after it
+        with pytest.raises(WriterClosed):
+            call()
+    after = dump(conn)
+    assert [r for r in after["sites"] if r not in before["sites"]] == [
+        r for r in after["sites"] if r[1] == "IN"]
+    assert len(after["change_journal"]) == len(before["change_journal"]) + 1
+
+
+def test_writer_needs_an_operator(conn):
+    with pytest.raises(ValueError):
+        ChangesetWriter(conn, operator="", run_id=None)

@@ -1,0 +1,50 @@
+"""The Check database run started in the console streams into the log pane."""
+
+from __future__ import annotations
+
+from patron_tui.store import runlog
+from patron_tui.ui.app import make_app
+from patron_tui.ui.widgets.log_pane import LogPane
+
+from .conftest import add_patrons
+
+
+async def wait_for_runs(app, pilot, *, timeout: float = 30.0) -> None:
+    loops = int(timeout / 0.1)
+    for _ in range(loops):
+        await pilot.pause(0.1)
+        if app.engine is not None and app.engine._handles and not app.engine.active_runs():
+            break
+    await pilot.pause(0.3)  # one more drain of the log buffer
+
+
+async def test_check_run_streams_faults_into_log_pane(small_store):
+    add_patrons(small_store, [
+        {"barcode": "UNION1", "site": "UNION", "last_name": "Lost", "first_name": "Ann", "grade": "3"},
+        {"barcode": "BADGRADE", "site": "HS", "last_name": "O'Hara [/b]", "first_name": "Kim", "grade": "13"},
+    ])
+    app = make_app(small_store.path, operator="tester")
+    async with app.run_test(size=(80, 24)) as pilot:
+        await pilot.pause()
+        await pilot.press("5")
+        await pilot.pause()
+        await pilot.press("enter")  # the highlighted utility: Check database
+        await wait_for_runs(app, pilot)
+        pane = app.screen.query_one(LogPane)
+        rows = pane.view.rows
+        texts = " | ".join(r.text for r in rows)
+        barcodes = {r.barcode for r in rows if r.level == "warning"}
+        assert {"UNION1", "BADGRADE"} <= barcodes, texts
+        assert "O'Hara [/b]" in texts  # shown literally
+        rendered = "\n".join(pane.view.render_line(y).text for y in range(pane.view.size.height))
+        assert "finished" in rendered
+        run_id = rows[-1].run_id
+    conn = small_store.connect()
+    try:
+        run = runlog.get_run(conn, run_id)
+        stored = {m["barcode"] for m in runlog.messages(conn, run_id, ["warning"])}
+    finally:
+        conn.close()
+    assert run["status"] == "succeeded"
+    assert {"UNION1", "BADGRADE"} <= stored
+    assert run["summary"]["faults"] >= 2
