@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from pathlib import Path
 
@@ -12,8 +13,10 @@ from patron_tui import __version__
 from patron_tui.config import resolve_db_path
 
 
-def _add_db(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--db", metavar="PATH", help="patron database (default: $PATRON_TUI_DB or the user data dir)")
+def _add_db(p: argparse.ArgumentParser, *, top: bool = False) -> None:
+    # subcommands suppress their default so `patron-tui --db X demo` keeps X
+    p.add_argument("--db", metavar="PATH", default=None if top else argparse.SUPPRESS,
+                   help="patron database (default: $PATRON_TUI_DB or the user data dir)")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -23,7 +26,7 @@ def build_parser() -> argparse.ArgumentParser:
         "Without a subcommand, opens the console.",
     )
     parser.add_argument("--version", action="version", version=f"patron-tui {__version__}")
-    _add_db(parser)
+    _add_db(parser, top=True)
     parser.add_argument("--theme", help="console theme (remembered for next time)")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
 
@@ -40,6 +43,16 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    try:
+        return _main(argv)
+    except BrokenPipeError:
+        # `patron-tui check | head`: the reader left; say nothing more
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        return 1
+
+
+def _main(argv: list[str] | None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     db_path = resolve_db_path(args.db)
@@ -73,7 +86,8 @@ def _cmd_demo(db_path: Path, args: argparse.Namespace) -> int:
 
 
 def _cmd_check(db_path: Path, args: argparse.Namespace) -> int:
-    from patron_tui.models import EventKind
+    from patron_tui.models import MESSAGE_KINDS
+    from patron_tui.textsafe import visible
     from patron_tui.runs import RunEngine
     from patron_tui.services.check import CHECK_KIND, CHECK_TITLE, check_database
     from patron_tui.store import Store, StoreError
@@ -85,9 +99,17 @@ def _cmd_check(db_path: Path, args: argparse.Namespace) -> int:
         return _fail(str(exc))
     engine = RunEngine(store)
     if not args.json:
+        reader_gone = False
+
         def show(event) -> None:
-            if event.kind in (EventKind.WARNING, EventKind.ERROR, EventKind.SKIPPED, EventKind.INFO):
-                print(f"{event.kind.value:8} {event.code:20} {event.text}")
+            nonlocal reader_gone
+            if reader_gone or event.kind not in MESSAGE_KINDS:
+                return
+            where = f"[{visible(event.barcode)}] " if event.barcode else ""
+            try:
+                print(f"{event.kind.value:8} {event.code:22} {where}{visible(event.text)}", flush=True)
+            except BrokenPipeError:
+                reader_gone = True
         engine.subscribe(show)
     try:
         handle = engine.execute(CHECK_KIND, CHECK_TITLE, check_database)

@@ -48,3 +48,11 @@ async def test_check_run_streams_faults_into_log_pane(small_store):
     assert run["status"] == "succeeded"
     assert {"UNION1", "BADGRADE"} <= stored
     assert run["summary"]["faults"] >= 2
+
+
+def test_cli_db_before_or_after_subcommand(tmp_path):
+    from patron_tui.cli import build_parser
+
+    assert build_parser().parse_args(["--db", "/x.db", "demo"]).db == "/x.db"
+    assert build_parser().parse_args(["demo", "--db", "/y.db"]).db == "/y.db"
+    assert build_parser().parse_args(["check"]).db is None

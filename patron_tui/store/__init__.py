@@ -98,7 +98,8 @@ def seed_reference_tables(conn: sqlite3.Connection, operator: str) -> None:
         for key, value in defaults.SETTINGS.items():
             w.insert("settings", {"key": key, "value": value})
         now = utc_now()
-        w.insert("patrons", {**defaults.UNKNOWN_PATRON, "created_at": now, "updated_at": now})
+        w.insert("patrons", {**defaults.UNKNOWN_PATRON, "created_at": now, "updated_at": now,
+                             "inactive_since": now})
         w.insert("operators", {
             "login_name": operator, "display_name": operator, "security_level": 0,
             "may_manage_district_patrons": 1, "may_use_batch_tools": 1,
