@@ -268,3 +268,14 @@ def test_writes_outside_the_transaction_raise_writer_closed(conn):
 def test_writer_needs_an_operator(conn):
     with pytest.raises(ValueError):
         ChangesetWriter(conn, operator="", run_id=None)
+
+
+def test_insert_many_range_journal_on_composite_key_uses_rowids(conn, run_id):
+    with writer(conn) as w:
+        tid = w.insert("titles", {"code": "T1", "title": "A title"})
+    with writer(conn, run_id) as w:
+        rows = ({"title_id": tid, "medium": m} for m in ("DB", "BR", "LP"))
+        assert w.insert_many("title_media", rows, journal="range") == 3
+    [j] = journal(conn, table_name="title_media", run_id=run_id)
+    rowids = [r[0] for r in conn.execute("SELECT rowid FROM title_media ORDER BY rowid")]
+    assert (j["op"], j["row_key"]) == ("insert_range", f"rowid {rowids[0]}..{rowids[-1]}")

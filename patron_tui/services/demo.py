@@ -438,8 +438,8 @@ class _Builder:
         self.load(w, "sites", self.gen_sites())
         self.site_codes = [r[0] for r in self.conn.execute("SELECT code FROM sites ORDER BY id")]
         self.load(w, "titles", self.gen_titles())
-        self.load(w, "title_media", self.gen_title_media(), journal="full")
-        self.load(w, "title_subjects", self.gen_title_subjects(), journal="full")
+        self.load(w, "title_media", self.gen_title_media(), journal="range")
+        self.load(w, "title_subjects", self.gen_title_subjects(), journal="range")
         self.first_patron_id = self.next_id("patrons")
         self.load(w, "patrons", self.gen_patrons())
         self.load(w, "notes", self.gen_notes())
@@ -450,7 +450,7 @@ class _Builder:
         self.load(w, "reviews", self.gen_reviews())
         self.load(w, "patron_profiles", self.gen_profiles())
         # profile_subjects has a composite key, so the writer journals it row by row
-        self.load(w, "profile_subjects", self.gen_profile_subjects(), journal="full")
+        self.load(w, "profile_subjects", self.gen_profile_subjects(), journal="range")
         self.load(w, "service_queue", self.gen_service_queue())
 
     def load(self, w: ChangesetWriter, table: str, rows: Iterator[dict], journal: str = "range") -> None:

@@ -265,6 +265,12 @@ class ChangesetWriter:
                 f"SELECT coalesce(max({_ident(pk[0])}), 0) + 1 FROM {_ident(table)}"
             ).fetchone()[0]
         first_id = next_id
+        first_rowid = None
+        if journal == "range" and not int_key:
+            # composite-key tables with rowids: journal the rowid range
+            first_rowid = self.conn.execute(
+                f"SELECT coalesce(max(rowid), 0) + 1 FROM {_ident(table)}"
+            ).fetchone()[0]
         total = 0
         cols: list[str] | None = None
         sql = ""
@@ -302,9 +308,11 @@ class ChangesetWriter:
                 flush()
         flush()
         if journal == "range" and total:
-            if not int_key:
-                raise ValueError(f"journal='range' needs an integer key; {table} has {pk}")
-            self._journal([(table, f"{first_id}..{next_id - 1}", "insert_range", None, None)])
+            if int_key:
+                self._journal([(table, f"{first_id}..{next_id - 1}", "insert_range", None, None)])
+            else:
+                last_rowid = self.conn.execute(f"SELECT max(rowid) FROM {_ident(table)}").fetchone()[0]
+                self._journal([(table, f"rowid {first_rowid}..{last_rowid}", "insert_range", None, None)])
         self.counts["insert"] += total
         return total
 
