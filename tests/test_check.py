@@ -321,3 +321,41 @@ def test_cli_check_missing_database(tmp_path, capsys):
     assert "no patron database here" in captured.err and str(missing) in captured.err
     assert captured.out == ""
     assert not missing.exists()
+
+
+def test_cli_check_on_a_demo_district_with_planted_faults(tmp_path, capsys):
+    from patron_tui.services.demo import build_demo
+
+    db = tmp_path / "demo.db"
+    build_demo(db, patrons=400, seed=7)
+    raw = sqlite3.connect(db)
+    raw.execute("PRAGMA foreign_keys=OFF")
+    victim, barcode = raw.execute(
+        "SELECT id, barcode FROM patrons WHERE is_system=0 AND site != 'UNION' AND barcode IS NOT NULL"
+        " ORDER BY id LIMIT 1").fetchone()
+    raw.execute("INSERT INTO notes (patron_id, note_type, text, created_at) VALUES (999999, 'General', 'x', 'now')")
+    raw.execute("UPDATE patrons SET grade='14' WHERE id=?", (victim,))
+    raw.execute("UPDATE patrons SET site='UNION' WHERE id=(SELECT max(id) FROM patrons)")
+    other = raw.execute("SELECT id FROM patrons WHERE is_system=0 AND id != ? AND barcode IS NOT NULL"
+                        " ORDER BY id LIMIT 1 OFFSET 5", (victim,)).fetchone()[0]
+    raw.execute("UPDATE patrons SET barcode=? WHERE id=?", (" " + barcode.lower() + " ", other))
+    raw.commit()
+    raw.close()
+    capsys.readouterr()
+    assert cli.main(["check", "--db", str(db), "--json"]) == 1
+    result = json.loads(capsys.readouterr().out)
+    store = Store(db)
+    conn = store.connect()
+    try:
+        msgs = runlog.messages(conn, result["run_id"], FAULT_LEVELS)
+    finally:
+        conn.close()
+    codes = Counter(m["code"] for m in msgs)
+    assert codes["orphan_note"] == 1
+    assert codes["unknown_grade"] >= 1 and any(m["code"] == "unknown_grade" and m["barcode"] == barcode for m in msgs)
+    assert codes["duplicate_barcode"] == 2  # one message per patron in the group
+    conn = store.connect()
+    union = conn.execute("SELECT count(*) FROM patrons WHERE site='UNION' AND is_system=0").fetchone()[0]
+    conn.close()
+    assert codes["union_site"] == union
+    assert result["summary"]["faults"] == len(msgs)
