@@ -28,6 +28,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"patron-tui {__version__}")
     _add_db(parser, top=True)
     parser.add_argument("--theme", help="console theme (remembered for next time)")
+    parser.add_argument("--workers", type=int, metavar="N",
+                        help="worker pool size for runs (default: $PATRON_TUI_WORKERS or the core count)")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
 
     demo = sub.add_parser("demo", help="build a demo district database (deterministic)")
@@ -57,7 +59,7 @@ def _main(argv: list[str] | None) -> int:
     args = parser.parse_args(argv)
     db_path = resolve_db_path(args.db)
     if args.command is None:
-        return _run_console(db_path, args.theme)
+        return _run_console(db_path, args.theme, args.workers)
     if args.command == "demo":
         return _cmd_demo(db_path, args)
     if args.command == "check":
@@ -97,7 +99,7 @@ def _cmd_check(db_path: Path, args: argparse.Namespace) -> int:
         store.connect().close()
     except StoreError as exc:
         return _fail(str(exc))
-    engine = RunEngine(store)
+    engine = RunEngine(store, pool_size=args.workers)
     if not args.json:
         reader_gone = False
 
@@ -126,10 +128,10 @@ def _cmd_check(db_path: Path, args: argparse.Namespace) -> int:
     return 1 if handle.summary.get("faults", 0) else 0
 
 
-def _run_console(db_path: Path, theme: str | None) -> int:
+def _run_console(db_path: Path, theme: str | None, workers: int | None) -> int:
     from patron_tui.ui.app import run_console
 
-    return run_console(db_path, theme=theme)
+    return run_console(db_path, theme=theme, pool_size=workers)
 
 
 if __name__ == "__main__":

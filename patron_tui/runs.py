@@ -55,6 +55,8 @@ class WorkerPool:
     """
 
     def __init__(self, size: int | None = None) -> None:
+        if size is None and os.environ.get("PATRON_TUI_WORKERS", "").isdigit():
+            size = int(os.environ["PATRON_TUI_WORKERS"])
         self.size = max(1, size or os.cpu_count() or 1)
         self._executor = ThreadPoolExecutor(max_workers=self.size, thread_name_prefix="patron-worker")
 

@@ -192,7 +192,7 @@ def make_app(
     return PatronApp(store, theme=theme, notice=notice, pool_size=pool_size)
 
 
-def run_console(db_path: Path, *, theme: str | None = None) -> int:
+def run_console(db_path: Path, *, theme: str | None = None, pool_size: int | None = None) -> int:
     """Open the console; with no database yet, build the demo district first."""
     import sys
 
@@ -211,6 +211,6 @@ def run_console(db_path: Path, *, theme: str | None = None) -> int:
     except StoreError as exc:
         print(f"patron-tui: {exc}", file=sys.stderr)
         return 2
-    app = make_app(db_path, theme=theme, notice=notice)
+    app = make_app(db_path, theme=theme, notice=notice, pool_size=pool_size)
     app.run()
     return 0

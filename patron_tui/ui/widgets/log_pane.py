@@ -134,17 +134,16 @@ class LogView(ScrollView, can_focus=True):
 
 
 class LogPane(Vertical):
-    """The log pane docked at the bottom of every section (and the Log section)."""
+    """The log pane under the body of every section (full height in the Log section)."""
 
     DEFAULT_CSS = """
     LogPane {
-        dock: bottom;
         height: 8;
         border-top: solid $primary;
         background: $surface;
     }
     LogPane.-hidden { display: none; }
-    LogPane.-full { dock: none; height: 1fr; }
+    LogPane.-full { height: 1fr; }
     LogPane #log-title { height: 1; color: $foreground; background: $panel; }
     LogPane LogView { height: 1fr; }
     """
