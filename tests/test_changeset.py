@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from patron_tui.store import ChangesetWriter, Store, runlog, utc_now
-from patron_tui.store.changeset import WriterClosed, decode_image
+from patron_tui.store.changeset import WriterClosed, decode_image, inserted_image
 
 PICTURE = bytes(range(256)) + b"\x00\xff\x00"  # every byte value, NULs included
 
@@ -63,9 +63,10 @@ def test_insert_journals_operator_run_table_key_and_after_image(conn, run_id):
     with writer(conn, run_id) as w:
         pid = w.insert("patrons", row)
     [j] = journal(conn, table_name="patrons", op="insert", row_key=str(pid))
-    assert (j["operator"], j["run_id"], j["before"]) == ("alice", run_id, None)
-    after = decode_image(j["after"])
-    assert after == {"id": pid, **row}
+    assert (j["operator"], j["run_id"], j["before"], j["after"]) == ("alice", run_id, None, None)
+    # the inserted image is the row itself while nothing changed it
+    after = inserted_image(conn, "patrons", str(pid), j["id"])
+    assert {k: after[k] for k in row} == row and after["id"] == pid
     assert isinstance(after["picture"], bytes) and after["picture"] == PICTURE
     stored = conn.execute("SELECT picture, barcode FROM patrons WHERE id=?", (pid,)).fetchone()
     assert (stored["picture"], stored["barcode"]) == (PICTURE, "B1")
@@ -77,10 +78,10 @@ def test_insert_with_composite_key_journals_the_key_as_a_list(conn):
         w.insert("title_media", {"title_id": tid, "medium": "DB"})
     [j] = journal(conn, table_name="title_media")
     assert j["row_key"] == f'[{tid},"DB"]' and j["run_id"] is None
-    assert decode_image(j["after"]) == {"title_id": tid, "medium": "DB"}
+    assert inserted_image(conn, "title_media", j["row_key"], j["id"]) == {"title_id": tid, "medium": "DB"}
 
 
-def test_update_journals_full_before_image_and_changed_columns_only(conn, run_id):
+def test_update_journals_old_and_new_values_of_changed_columns(conn, run_id):
     with writer(conn) as w:
         pid = w.insert("patrons", patron("B1", picture=PICTURE))
     full_before = dict(conn.execute("SELECT * FROM patrons WHERE id=?", (pid,)).fetchone())
@@ -90,8 +91,8 @@ def test_update_journals_full_before_image_and_changed_columns_only(conn, run_id
     [j] = journal(conn, op="update")
     assert (j["operator"], j["run_id"], j["table_name"], j["row_key"]) == ("bob", run_id, "patrons", str(pid))
     before = decode_image(j["before"])
-    assert before == full_before and before["picture"] == PICTURE
-    assert decode_image(j["after"]) == {"grade": "6", "picture": b"\x01\x02"}  # last_name did not change
+    assert before == {"grade": "5", "picture": PICTURE}  # last_name did not change
+    assert decode_image(j["after"]) == {"grade": "6", "picture": b"\x01\x02"}
     now = conn.execute("SELECT grade, picture FROM patrons WHERE id=?", (pid,)).fetchone()
     assert (now["grade"], now["picture"]) == ("6", b"\x01\x02")
 
@@ -139,7 +140,10 @@ def test_insert_many_full_journal_has_one_row_per_insert(conn, run_id):
     for j, row in zip(js, rows):
         pid = stored[row["barcode"]]
         assert j["row_key"] == str(pid)
-        assert decode_image(j["after"]) == {"id": pid, **row}
+        assert j["after"] is None
+        after = inserted_image(conn, "patrons", j["row_key"], j["id"])
+        assert after == dict(conn.execute("SELECT * FROM patrons WHERE id=?", (pid,)).fetchone())
+        assert {k: after[k] for k in row} == row
 
 
 def test_insert_many_range_journal_is_one_insert_range_row(conn, run_id):
@@ -161,8 +165,9 @@ def test_update_many_journals_changed_rows_only(conn, run_id):
         assert w.update_many("patrons", items) == 2
     js = journal(conn, op="update")
     assert [j["row_key"] for j in js] == [str(ids[0]), str(ids[2])]
-    assert decode_image(js[0]["before"]) == befores[ids[0]]
+    assert decode_image(js[0]["before"]) == {"grade": befores[ids[0]]["grade"]}
     assert decode_image(js[0]["after"]) == {"grade": "9"}
+    assert decode_image(js[1]["before"]) == {"grade": "5", "status": "Active"}
     assert decode_image(js[1]["after"]) == {"grade": "9", "status": "Inactive"}
     grades = dict(conn.execute("SELECT id, grade FROM patrons WHERE id IN (?,?,?,?)", ids).fetchall())
     assert grades == {ids[0]: "9", ids[1]: "5", ids[2]: "9", ids[3]: "5"}
@@ -279,3 +284,50 @@ def test_insert_many_range_journal_on_composite_key_uses_rowids(conn, run_id):
     [j] = journal(conn, table_name="title_media", run_id=run_id)
     rowids = [r[0] for r in conn.execute("SELECT rowid FROM title_media ORDER BY rowid")]
     assert (j["op"], j["row_key"]) == ("insert_range", f"rowid {rowids[0]}..{rowids[-1]}")
+
+
+def test_bulk_paths_journal_blobs_byte_for_byte(conn, run_id):
+    rows = [patron(f"X{i}", picture=PICTURE + bytes([i])) for i in range(3)]
+    with writer(conn, run_id) as w:
+        w.insert_many("patrons", rows)
+    ids = [r[0] for r in conn.execute("SELECT id FROM patrons WHERE barcode LIKE 'X%' ORDER BY id")]
+    with writer(conn, run_id) as w:
+        assert w.update_many("patrons", [(pid, {"picture": b"new"}) for pid in ids]) == 3
+    with writer(conn, run_id) as w:
+        assert w.delete_many("patrons", ids) == 3
+    js = journal(conn, table_name="patrons", run_id=run_id)
+    inserts = [inserted_image(conn, "patrons", j["row_key"], j["id"]) for j in js if j["op"] == "insert"]
+    updates = [(decode_image(j["before"]), decode_image(j["after"])) for j in js if j["op"] == "update"]
+    deletes = [decode_image(j["before"]) for j in js if j["op"] == "delete"]
+    assert [a["picture"] for a in inserts] == [PICTURE + bytes([i]) for i in range(3)]
+    assert [b for b, _ in updates] == [{"picture": PICTURE + bytes([i])} for i in range(3)]
+    assert [a for _, a in updates] == [{"picture": b"new"}] * 3
+    assert [d["picture"] for d in deletes] == [b"new"] * 3
+
+
+def test_update_many_last_change_of_a_key_wins_and_noops_are_skipped(conn, run_id):
+    with writer(conn) as w:
+        pid = w.insert("patrons", patron("K1", grade="3"))
+        other = w.insert("patrons", patron("K2", grade="4"))
+    with writer(conn, run_id) as w:
+        changed = w.update_many("patrons", [(pid, {"grade": "5"}), (pid, {"grade": "6"}), (other, {"grade": "4"})])
+    assert changed == 1
+    assert conn.execute("SELECT grade FROM patrons WHERE id=?", (pid,)).fetchone()[0] == "6"
+    [j] = journal(conn, table_name="patrons", run_id=run_id)
+    assert decode_image(j["before"])["grade"] == "3" and decode_image(j["after"]) == {"grade": "6"}
+
+
+def test_inserted_image_survives_later_updates_and_delete(conn, run_id):
+    row = patron("H1", grade="3", picture=PICTURE)
+    with writer(conn, run_id) as w:
+        pid = w.insert("patrons", row)
+    [ins] = journal(conn, op="insert", table_name="patrons", row_key=str(pid))
+    with writer(conn) as w:
+        w.update("patrons", pid, {"grade": "4"})
+        w.update("patrons", pid, {"grade": "5", "last_name": "Kim"})
+    image = inserted_image(conn, "patrons", str(pid), ins["id"])
+    assert (image["grade"], image["last_name"], image["picture"]) == ("3", "Lee", PICTURE)
+    with writer(conn) as w:
+        w.delete("patrons", pid)
+    image = inserted_image(conn, "patrons", str(pid), ins["id"])
+    assert {k: image[k] for k in row} == row

@@ -2,8 +2,17 @@
 
 Every write records, in the same transaction as the write itself, who made it
 (the operator's login name), in which run, the table, the row's key and the
-row's before- and after-image in `change_journal`. Undo, the audit trail and
-job summaries read from there.
+row's images in `change_journal`. Undo, the audit trail and job summaries
+read from there.
+
+What each operation journals (nothing is lost, and nothing is stored twice):
+- insert: the key; `after` is NULL. The inserted row is the row itself, or,
+  once the row changes again, the next journal entry's before-image (every
+  write goes through this writer): `inserted_image()` reads it back;
+- update: `before` and `after` hold the written columns only, old and new
+  values (what undo restores and what the audit shows, "from what to what");
+  a row whose values would not change is neither written nor journalled;
+- delete: `before` is the whole row, so undo can put it back with its id.
 
 Two paths:
 - small writes (`insert`, `update`, `delete`) for forms and utilities;
@@ -12,7 +21,12 @@ Two paths:
   transaction, for imports of hundreds of thousands of rows.
 
 Images are JSON objects of column -> value; BLOBs are stored as
-{"$b64": "..."} so that a before-image restores byte for byte.
+{"$hex": "..."} so that a before-image restores byte for byte. The bulk paths
+build images inside SQLite (`json_object`) in one `INSERT ... SELECT` per
+batch, so journalling costs no Python per row.
+
+Cascading deletes are not journalled: delete a row's dependants through the
+writer first (undo restores what the journal holds).
 """
 
 from __future__ import annotations
@@ -20,7 +34,8 @@ from __future__ import annotations
 import base64
 import json
 import sqlite3
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from operator import itemgetter
 from datetime import datetime, timezone
 from typing import Any, Literal
 
@@ -36,7 +51,7 @@ def utc_now() -> str:
 
 def _json_default(value: Any) -> Any:
     if isinstance(value, (bytes, bytearray, memoryview)):
-        return {"$b64": base64.b64encode(bytes(value)).decode("ascii")}
+        return {"$hex": bytes(value).hex().upper()}
     raise TypeError(f"cannot journal a value of type {type(value).__name__}")
 
 
@@ -52,8 +67,11 @@ def decode_image(text: str | None) -> dict[str, Any] | None:
         return None
 
     def hook(obj: dict[str, Any]) -> Any:
-        if len(obj) == 1 and "$b64" in obj:
-            return base64.b64decode(obj["$b64"])
+        if len(obj) == 1:
+            if "$hex" in obj:
+                return bytes.fromhex(obj["$hex"])
+            if "$b64" in obj:
+                return base64.b64decode(obj["$b64"])
         return obj
 
     return json.loads(text, object_hook=hook)
@@ -192,13 +210,8 @@ class ChangesetWriter:
             [row[c] for c in cols],
         )
         pk = self.primary_key(table)
-        if len(pk) == 1 and pk[0] not in row:
-            key: Key = cur.lastrowid
-            after = {pk[0]: key, **row}
-        else:
-            key = self._key_of(table, row)
-            after = dict(row)
-        self._journal([(table, self._key_text(table, key), "insert", None, encode_image(after))])
+        key: Key = cur.lastrowid if len(pk) == 1 and pk[0] not in row else self._key_of(table, row)
+        self._journal([(table, self._key_text(table, key), "insert", None, None)])
         self.counts["insert"] += 1
         return key
 
@@ -216,9 +229,8 @@ class ChangesetWriter:
         diff = {c: v for c, v in changes.items() if before.get(c) != v or c not in before}
         if diff:
             self._apply_update(table, key, diff)
-            self._journal(
-                [(table, self._key_text(table, key), "update", encode_image(before), encode_image(diff))]
-            )
+            old = {c: before[c] for c in diff}
+            self._journal([(table, self._key_text(table, key), "update", encode_image(old), encode_image(diff))])
             self.counts["update"] += 1
         return before
 
@@ -251,10 +263,10 @@ class ChangesetWriter:
         """Insert many rows with one `executemany` per batch.
 
         Integer-keyed rows without an id get fresh consecutive ids (the writer
-        holds the write lock, so nobody else can take them). `journal="range"`
-        records the whole load as one 'insert_range' row (for loads into fresh
-        ids, such as building a demo district); "full" journals every row.
-        Returns the number of rows inserted.
+        holds the write lock, so nobody else can take them). "full" journals
+        every row's key; "range" records the whole load as one 'insert_range' row (for loads
+        into fresh ids, such as building a demo district). Returns the number
+        of rows inserted.
         """
         self._check()
         pk = self.primary_key(table)
@@ -265,44 +277,58 @@ class ChangesetWriter:
                 f"SELECT coalesce(max({_ident(pk[0])}), 0) + 1 FROM {_ident(table)}"
             ).fetchone()[0]
         first_id = next_id
-        first_rowid = None
-        if journal == "range" and not int_key:
-            # composite-key tables with rowids: journal the rowid range
-            first_rowid = self.conn.execute(
-                f"SELECT coalesce(max(rowid), 0) + 1 FROM {_ident(table)}"
-            ).fetchone()[0]
+        first_rowid = self._max_rowid(table) + 1
         total = 0
         cols: list[str] | None = None
+        getter: Callable[[Row], Any] | None = None
+        add_id = False
         sql = ""
         batch: list[tuple] = []
-        jbatch: list[tuple] = []
+        batch_keys: list[Any] = []
 
         def flush() -> None:
-            if batch:
-                self.conn.executemany(sql, batch)
-                batch.clear()
-            if jbatch:
-                self._journal(jbatch)
-                jbatch.clear()
+            if not batch:
+                return
+            before_rowid = self._max_rowid(table) if journal == "full" and not int_key else 0
+            self.conn.executemany(sql, batch)
+            if journal == "full":
+                if int_key:
+                    self.conn.execute(
+                        "INSERT INTO change_journal (run_id, operator, ts, table_name, row_key, op)"
+                        " SELECT ?, ?, ?, ?, CAST(value AS TEXT), 'insert' FROM json_each(?)",
+                        (self.run_id, self.operator, self.ts, table, json.dumps(batch_keys)),
+                    )
+                else:  # rowid tables take consecutive rowids while we hold the lock
+                    self._journal_select(table, "insert", before=False, after=False,
+                                         where="rowid > ?", params=(before_rowid,))
+            batch.clear()
+            batch_keys.clear()
 
         for row in rows:
-            if int_key and row.get(pk[0]) is None:
-                row = {pk[0]: next_id, **{k: v for k, v in row.items() if k != pk[0]}}
-            if int_key:
-                next_id = max(next_id, row[pk[0]] + 1)
             if cols is None:
-                cols = list(row)
+                given = [c for c in row if not (int_key and c == pk[0] and row[c] is None)]
+                add_id = int_key and pk[0] not in given
+                cols = ([pk[0]] if add_id else []) + given
+                getter = itemgetter(*given) if len(given) > 1 else (lambda r, c=given[0]: (r[c],))
                 sql = (
                     f"INSERT INTO {_ident(table)} ({', '.join(map(_ident, cols))})"
                     f" VALUES ({', '.join('?' * len(cols))})"
                 )
-            elif len(row) != len(cols):
+                width = len(row)
+            elif len(row) != width:
                 raise ValueError(f"insert_many into {table}: rows must all have the same columns")
-            batch.append(tuple(row[c] for c in cols))
-            if journal == "full":
-                jbatch.append(
-                    (table, self._key_text(table, self._key_of(table, row)), "insert", None, encode_image(row))
-                )
+            values = getter(row)
+            if add_id:
+                values = (next_id, *values)
+                batch_keys.append(next_id)
+                next_id += 1
+            elif int_key:
+                key = row[pk[0]]
+                if key is None:
+                    raise ValueError(f"insert_many into {table}: give every row an id, or none")
+                next_id = max(next_id, key + 1)
+                batch_keys.append(key)
+            batch.append(values)
             total += 1
             if len(batch) >= _BATCH:
                 flush()
@@ -311,73 +337,108 @@ class ChangesetWriter:
             if int_key:
                 self._journal([(table, f"{first_id}..{next_id - 1}", "insert_range", None, None)])
             else:
-                last_rowid = self.conn.execute(f"SELECT max(rowid) FROM {_ident(table)}").fetchone()[0]
-                self._journal([(table, f"rowid {first_rowid}..{last_rowid}", "insert_range", None, None)])
+                self._journal([(table, f"rowid {first_rowid}..{self._max_rowid(table)}",
+                                "insert_range", None, None)])
         self.counts["insert"] += total
         return total
 
     def update_many(self, table: str, items: Iterable[tuple[Key, Row]]) -> int:
-        """Apply (key, changes) pairs; journals before-images fetched in batches.
+        """Apply (key, changes) pairs; returns how many rows actually changed.
 
-        Returns how many rows actually changed (no-op changes are skipped).
+        Rows whose values would not change are neither written nor journalled.
+        For integer-keyed tables the changes go to a temporary table and three
+        set-based statements journal the before-images, the written values and
+        apply them; other tables take the row-by-row path.
         """
         self._check()
+        pk = self.primary_key(table)
+        if not (len(pk) == 1 and self._is_integer_pk(table, pk[0])):
+            changed = sum(1 for key, changes in items if self._update_one(table, key, changes))
+            return changed
         changed = 0
-        pending: list[tuple[Key, Row]] = []
-
-        def flush() -> None:
-            nonlocal changed
-            befores = self._fetch_many(table, [k for k, _ in pending])
-            grouped: dict[tuple[str, ...], list[tuple]] = {}
-            jrows = []
-            for key, changes in pending:
-                before = befores.get(key)
-                if before is None:
-                    continue
-                diff = {c: v for c, v in changes.items() if before.get(c) != v}
-                if not diff:
-                    continue
-                cols = tuple(diff)
-                grouped.setdefault(cols, []).append((*diff.values(), *self._key_params(key)))
-                jrows.append(
-                    (table, self._key_text(table, key), "update", encode_image(before), encode_image(diff))
-                )
-            for cols, params in grouped.items():
-                sets = ", ".join(f"{_ident(c)} = ?" for c in cols)
-                self.conn.executemany(
-                    f"UPDATE {_ident(table)} SET {sets} WHERE {self._where(table)}", params
-                )
-            self._journal(jrows)
-            changed += len(jrows)
-            pending.clear()
-
-        for item in items:
-            pending.append(item)
-            if len(pending) >= _BATCH:
-                flush()
-        if pending:
-            flush()
+        groups: dict[tuple[str, ...], dict[Any, tuple]] = {}
+        pending = 0
+        for key, changes in items:
+            if not changes:
+                continue
+            cols = tuple(changes)
+            # a key changed twice with the same columns: the last change wins, as it would one by one
+            groups.setdefault(cols, {})[key] = (key, *changes.values())
+            pending += 1
+            if pending >= 50_000:
+                changed += self._flush_updates(table, pk[0], groups)
+                pending = 0
+        changed += self._flush_updates(table, pk[0], groups)
         self.counts["update"] += changed
+        return changed
+
+    def _update_one(self, table: str, key: Key, changes: Row) -> bool:
+        before = self.fetch(table, key)
+        if before is None:
+            return False
+        diff = {c: v for c, v in changes.items() if before.get(c) != v}
+        if not diff:
+            return False
+        self._apply_update(table, key, diff)
+        old = {c: before[c] for c in diff}
+        self._journal([(table, self._key_text(table, key), "update", encode_image(old), encode_image(diff))])
+        self.counts["update"] += 1
+        return True
+
+    def _flush_updates(self, table: str, key_col: str, groups: dict[tuple[str, ...], dict[Any, tuple]]) -> int:
+        changed = 0
+        for cols, rows in groups.items():
+            for c in cols:
+                if c not in self.columns(table):
+                    raise KeyError(f"{table} has no column {c!r}")
+            values = ", ".join(f"v{i}" for i in range(len(cols)))
+            self.conn.execute("DROP TABLE IF EXISTS temp._cw_change")
+            self.conn.execute(f"CREATE TEMP TABLE _cw_change (k INTEGER PRIMARY KEY, {values})")
+            self.conn.executemany(
+                f"INSERT INTO temp._cw_change VALUES (?, {', '.join('?' * len(cols))})", rows.values()
+            )
+            differs = " OR ".join(f"t.{_ident(c)} IS NOT c.v{i}" for i, c in enumerate(cols))
+            after = "json_object(" + ", ".join(
+                f"'{c}', {_json_value(f'c.v{i}')}" for i, c in enumerate(cols)
+            ) + ")"
+            # old and new values of the change set's columns (a reader drops equal pairs)
+            before = "json_object(" + ", ".join(
+                f"'{c}', {_json_value(f't.{_ident(c)}')}" for c in cols
+            ) + ")"
+            cur = self.conn.execute(
+                "INSERT INTO change_journal (run_id, operator, ts, table_name, row_key, op, before, after)"
+                f" SELECT ?, ?, ?, ?, CAST(t.{_ident(key_col)} AS TEXT), 'update', {before},"
+                f" {after} FROM temp._cw_change c JOIN {_ident(table)} t ON t.{_ident(key_col)} = c.k"
+                f" WHERE {differs}",
+                (self.run_id, self.operator, self.ts, table),
+            )
+            changed += cur.rowcount
+            sets = ", ".join(f"{_ident(c)} = c.v{i}" for i, c in enumerate(cols))
+            self.conn.execute(
+                f"UPDATE {_ident(table)} AS t SET {sets} FROM temp._cw_change c"
+                f" WHERE t.{_ident(key_col)} = c.k AND ({differs})"
+            )
+            self.conn.execute("DROP TABLE temp._cw_change")
+        groups.clear()
         return changed
 
     def delete_many(self, table: str, keys: Iterable[Key]) -> int:
         """Delete rows by key, journalling each before-image. Returns rows deleted."""
         self._check()
+        pk = self.primary_key(table)
+        if not (len(pk) == 1 and self._is_integer_pk(table, pk[0])):
+            return sum(1 for key in keys if self.delete(table, key) is not None)
         deleted = 0
         pending: list[Key] = []
+        col = _ident(pk[0])
 
         def flush() -> None:
             nonlocal deleted
-            befores = self._fetch_many(table, pending)
-            present = [k for k in pending if k in befores]
-            self._journal(
-                (table, self._key_text(table, k), "delete", encode_image(befores[k]), None) for k in present
-            )
-            self.conn.executemany(
-                f"DELETE FROM {_ident(table)} WHERE {self._where(table)}",
-                [self._key_params(k) for k in present],
-            )
-            deleted += len(present)
+            where = f"{col} IN (SELECT value FROM json_each(?))"
+            params = (json.dumps(pending),)
+            deleted += self._journal_select(table, "delete", before=True, after=False,
+                                            where=where, params=params)
+            self.conn.execute(f"DELETE FROM {_ident(table)} WHERE {where}", params)
             pending.clear()
 
         for key in keys:
@@ -389,11 +450,79 @@ class ChangesetWriter:
         self.counts["delete"] += deleted
         return deleted
 
+    def inserted_image(self, table: str, key: Key, journal_id: int) -> dict[str, Any] | None:
+        """The row as the insert journalled at `journal_id` left it (see module doc)."""
+        return inserted_image(self.conn, table, self._key_text(table, key), journal_id)
+
+    # -- images built by SQLite ----------------------------------------------------------
+    def _image_sql(self, table: str, alias: str) -> str:
+        """`json_object(...)` of every column of `alias` (BLOBs as {"$hex": ...})."""
+        return "json_object(" + ", ".join(
+            f"'{c}', {_json_value(f'{alias}.{_ident(c)}')}" for c in self.columns(table)
+        ) + ")"
+
+    def _key_sql(self, table: str, alias: str) -> str:
+        pk = self.primary_key(table)
+        if len(pk) == 1:
+            return f"CAST({alias}.{_ident(pk[0])} AS TEXT)"
+        return "json_array(" + ", ".join(f"{alias}.{_ident(c)}" for c in pk) + ")"
+
+    def _journal_select(self, table: str, op: str, *, before: bool, after: bool, where: str,
+                        params: tuple) -> int:
+        image = self._image_sql(table, "t")
+        cur = self.conn.execute(
+            "INSERT INTO change_journal (run_id, operator, ts, table_name, row_key, op, before, after)"
+            f" SELECT ?, ?, ?, ?, {self._key_sql(table, 't')}, ?,"
+            f" {image if before else 'NULL'}, {image if after else 'NULL'}"
+            f" FROM {_ident(table)} AS t WHERE {where}",
+            (self.run_id, self.operator, self.ts, table, op, *params),
+        )
+        return cur.rowcount
+
+    def _max_rowid(self, table: str) -> int:
+        return self.conn.execute(f"SELECT coalesce(max(rowid), 0) FROM {_ident(table)}").fetchone()[0]
+
     def _is_integer_pk(self, table: str, col: str) -> bool:
         for r in self.conn.execute(f"PRAGMA table_info({_ident(table)})"):
             if r["name"] == col:
                 return r["type"].upper() == "INTEGER"
         return False
+
+
+def inserted_image(conn: sqlite3.Connection, table: str, row_key: str, journal_id: int) -> dict[str, Any] | None:
+    """The row an insert created (see the module doc): the row as it is now, or as
+    a later delete journalled it, with every later update's before-values laid back."""
+    later = conn.execute(
+        "SELECT op, before FROM change_journal WHERE table_name = ? AND row_key = ? AND id > ? ORDER BY id",
+        (table, row_key, journal_id),
+    ).fetchall()
+    updates = []
+    base: dict[str, Any] | None = None
+    for entry in later:
+        if entry["op"] == "update":
+            updates.append(decode_image(entry["before"]) or {})
+        elif entry["op"] == "delete":
+            base = decode_image(entry["before"])
+            break
+        else:
+            break
+    if base is None:
+        pk = [r["name"] for r in conn.execute(f"PRAGMA table_info({_ident(table)})") if r["pk"]]
+        keys = json.loads(row_key) if len(pk) > 1 else [row_key]
+        row = conn.execute(
+            f"SELECT * FROM {_ident(table)} WHERE " + " AND ".join(f"{_ident(c)} = ?" for c in pk), keys
+        ).fetchone()
+        if row is None:
+            return None
+        base = dict(row)
+    for old in reversed(updates):
+        base.update(old)
+    return base
+
+
+def _json_value(expr: str) -> str:
+    """A column value as JSON: BLOBs (which JSON cannot hold) as {"$hex": ...}."""
+    return f"CASE WHEN typeof({expr}) = 'blob' THEN json_object('$hex', hex({expr})) ELSE {expr} END"
 
 
 def _ident(name: str) -> str:
