@@ -244,8 +244,14 @@ class RunContext:
 
 
 class RunHandle:
-    def __init__(self, run_id: int, cancel_event: threading.Event) -> None:
+    """A run this process executes: its status and latest progress, to follow it."""
+
+    def __init__(self, run_id: int, cancel_event: threading.Event, *, kind: str = "", title: str = "") -> None:
         self.run_id = run_id
+        self.kind = kind
+        self.title = title
+        self.done = 0
+        self.total: int | None = None
         self._cancel = cancel_event
         self._done = threading.Event()
         self.status: RunStatus = RunStatus.QUEUED
@@ -295,6 +301,9 @@ class RunEngine:
 
     def _publish(self, event: RunEvent) -> None:
         if event.kind is EventKind.PROGRESS:
+            handle = self._handles.get(event.run_id)
+            if handle is not None:
+                handle.done, handle.total = event.done or 0, event.total
             self._persister.put_progress(event.run_id, event.done or 0, event.total)
         elif event.kind is not EventKind.DONE:
             self._persister.put_message(
@@ -328,7 +337,7 @@ class RunEngine:
             params=params, job_id=job_id, mode=mode, started_by=started_by,
         )
         cancel = threading.Event()
-        handle = RunHandle(run_id, cancel)
+        handle = RunHandle(run_id, cancel, kind=kind, title=title)
         self._handles[run_id] = handle
         self._slots.submit(self._execute, handle, fn, params)
         return handle
@@ -343,6 +352,10 @@ class RunEngine:
         handle = self._handles.get(run_id)
         if handle is not None:
             handle.cancel()
+
+    def latest(self) -> RunHandle | None:
+        """The most recently started run of this process, if any."""
+        return self._handles[max(self._handles)] if self._handles else None
 
     def active_runs(self) -> list[int]:
         return [rid for rid, h in self._handles.items() if not h.finished]

@@ -14,9 +14,9 @@ from textual.binding import Binding
 from textual.screen import Screen
 
 from patron_tui.config import load_ui_settings, save_ui_settings
-from patron_tui.models import EventKind, RunEvent
 from patron_tui.runs import RunEngine
 from patron_tui.store import Store
+from patron_tui.textsafe import visible
 from patron_tui.ui.logbuffer import LogBuffer
 from patron_tui.ui.screens.home import HomeScreen
 from patron_tui.ui.screens.key_help import KeyHelpScreen
@@ -66,7 +66,6 @@ class PatronApp(App[int]):
         self._pool_size = pool_size
         self._requested_theme = theme
         self._notice = notice
-        self._progress: dict[int, tuple[str, int, int | None, str]] = {}
         self.theme_problems: list[str] = []
         themes, self.theme_problems = load_themes()
         for t in themes:
@@ -76,7 +75,8 @@ class PatronApp(App[int]):
     def on_mount(self) -> None:
         wanted = self._requested_theme or load_ui_settings().get("theme") or DEFAULT_THEME
         if wanted not in self.available_themes:
-            self.notify(f"Unknown theme {wanted!r}; using {DEFAULT_THEME}.", severity="warning")
+            self.notify(f"Unknown theme {visible(wanted)!r}; using {DEFAULT_THEME}.", severity="warning",
+                        markup=False)
             wanted = DEFAULT_THEME
         self.theme = wanted
         if self._requested_theme:
@@ -84,7 +84,6 @@ class PatronApp(App[int]):
         self.theme_changed_signal.subscribe(self, self._remember_theme)
         self.engine = RunEngine(self.store, pool_size=self._pool_size)
         self.engine.subscribe(self.log_buffer.accept)
-        self.engine.subscribe(self._track_progress)
         for problem in self.theme_problems:
             self.log_buffer.add("warning", f"theme file skipped: {problem}")
         for run_id in self.engine.interrupted_on_start:
@@ -92,7 +91,7 @@ class PatronApp(App[int]):
                                 run_id=run_id, code="interrupted")
         self.set_interval(0.1, self._drain_log)
         if self._notice:
-            self.notify(self._notice, timeout=8)
+            self.notify(visible(self._notice), timeout=8, markup=False)
 
     def _remember_theme(self, theme) -> None:
         save_ui_settings(theme=theme.name)
@@ -108,21 +107,6 @@ class PatronApp(App[int]):
             for pane in self.screen.query(LogPane):
                 pane.extend(new)
 
-    def _track_progress(self, event: RunEvent) -> None:
-        """From run threads: remember the latest progress of each run (dict writes are atomic)."""
-        title, done, total, state = self._progress.get(event.run_id, ("", 0, None, "running"))
-        if event.kind is EventKind.PROGRESS:
-            self._progress[event.run_id] = (title, event.done or 0, event.total, "running")
-        elif event.kind is EventKind.DONE and event.status is not None:
-            self._progress[event.run_id] = (title, total or done, total, event.status.value)
-
-    def latest_progress(self) -> tuple[int, str, int, int | None, str] | None:
-        if not self._progress:
-            return None
-        run_id = max(self._progress)
-        title, done, total, state = self._progress[run_id]
-        return run_id, title, done, total, state
-
     # -- runs ----------------------------------------------------------------------------
     def start_check(self) -> None:
         self._start_check()
@@ -133,9 +117,7 @@ class PatronApp(App[int]):
 
         assert self.engine is not None
         handle = self.engine.start(CHECK_KIND, CHECK_TITLE, check_database)
-        self._progress.setdefault(handle.run_id, (CHECK_TITLE, 0, None, "running"))
-        self._progress[handle.run_id] = (CHECK_TITLE, *self._progress[handle.run_id][1:])
-        self.call_from_thread(self.notify, f"Run {handle.run_id}: {CHECK_TITLE} started.")
+        self.call_from_thread(self.notify, f"Run {handle.run_id}: {CHECK_TITLE} started.", markup=False)
 
     def cancel_runs(self) -> None:
         if self.engine is None:

@@ -67,10 +67,12 @@ class UtilitiesScreen(SectionScreen):
     def _poll_progress(self) -> None:
         status = self.query_one("#util-status", Static)
         bar = self.query_one(ProgressBar)
-        progress = self.app.latest_progress()
-        if progress is None:
+        handle = self.app.engine.latest() if self.app.engine is not None else None
+        if handle is None:
             return
-        run_id, title, done, total, state = progress
         bar.add_class("-active")
-        bar.update(total=total or 1, progress=done)
-        status.update(Content(f"Run {run_id} {title}: {state}"))
+        if handle.finished:
+            bar.update(total=1, progress=1)
+        else:
+            bar.update(total=handle.total or None, progress=handle.done)
+        status.update(Content(f"Run {handle.run_id} {handle.title}: {handle.status.value}"))
