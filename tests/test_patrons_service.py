@@ -27,13 +27,16 @@ def district(tmp_path_factory) -> Store:
         w.insert("sites", {"code": "HS", "name": "High School"})
         w.insert_many("patrons", (
             {
-                "barcode": f"B{i:05d}", "district_id": f"D{i:05d}",
+                # some patrons have no barcode or district ID: sorts must still list them
+                "barcode": None if i % 17 == 3 else f"B{i:05d}",
+                "district_id": None if i % 13 == 5 else f"D{i:05d}",
+                "homeroom": rnd.choice(["", "Room 1", "room 1", "Gym"]),
                 "site": rnd.choice(["HS", "MS", "ELM", "Zeta", "élan"]),
                 "last_name": rnd.choice(["Smith", "smith", "O'Hara", "Ng", "Ångström", ""]),
                 "first_name": rnd.choice(["Ann", "Bo", "", "Zoë"]),
                 "status": rnd.choice(["Active", "Inactive", "Restricted"]),
                 "grade": rnd.choice(["K", "1", "10", "12", "PK"]),
-                "email": f"p{i}@example.org", "created_at": now, "updated_at": now,
+                "email": rnd.choice([f"p{i}@example.org", ""]), "created_at": now, "updated_at": now,
             }
             for i in range(N)
         ))
@@ -106,7 +109,7 @@ def test_system_patrons_are_never_listed(conn):
         svc.patron_detail(conn, 10**9)
 
 
-@pytest.mark.parametrize("bad", ["last_name; DROP TABLE patrons", "email", "LAST_NAME", "", None, "id DESC"])
+@pytest.mark.parametrize("bad", ["last_name; DROP TABLE patrons", "LAST_NAME", "password_hash", "", None, "id DESC"])
 def test_a_sort_outside_the_allowlist_is_refused(conn, bad):
     with pytest.raises(svc.BadSort):
         svc.page(conn, sort=bad)
@@ -122,8 +125,8 @@ def test_a_key_of_the_wrong_shape_is_refused(conn):
         svc.page(conn, sort="last_name", after=(1,))
 
 
-@pytest.mark.parametrize("sort", list(svc.SORTS))
-def test_every_sort_reads_through_an_index_without_a_temporary_sort(conn, sort):
+@pytest.mark.parametrize("sort", sorted(svc.INDEXED_SORTS))
+def test_every_indexed_sort_reads_through_an_index_without_a_temporary_sort(conn, sort):
     cols = svc.sort_columns(sort)
     key = tuple("x" if c != "id" else 1 for c in cols)
     for descending in (False, True):

@@ -66,14 +66,27 @@ COLUMNS: tuple[Column, ...] = (
     Column("email", "Email", 3, 30),
 )
 
-#: allowed sorts: name -> (label, the ordering columns, ending with id)
+#: allowed sorts: name -> (label, the ordering columns, ending with id). Every list
+#: column sorts; the first five follow an index, the others sort the matching rows
+#: (fine for a set, about a second a page over a whole million-patron district).
 SORTS: dict[str, tuple[str, tuple[str, ...]]] = {
     "last_name": ("last name", ("last_name", "first_name", "id")),
     "id": ("ID", ("id",)),
     "site": ("site", ("site", "id")),
     "status": ("status", ("status", "id")),
     "grade": ("grade", ("grade", "id")),
+    "barcode": ("barcode", ("barcode", "id")),
+    "district_id": ("district ID", ("district_id", "id")),
+    "first_name": ("first name", ("first_name", "last_name", "id")),
+    "nickname": ("nickname", ("nickname", "id")),
+    "homeroom": ("homeroom", ("homeroom", "id")),
+    "patron_type": ("type", ("patron_type", "id")),
+    "email": ("email", ("email", "id")),
 }
+INDEXED_SORTS = frozenset({"last_name", "id", "site", "status", "grade"})
+
+#: nullable columns sort as '' so that keyset comparisons never meet a NULL
+_SORT_EXPR = {"barcode": "ifnull(barcode, '')", "district_id": "ifnull(district_id, '')"}
 
 DEFAULT_SORT = "last_name"
 
@@ -98,7 +111,12 @@ def sort_columns(sort: str) -> tuple[str, ...]:
 
 def sort_key(row: dict[str, Any], sort: str) -> tuple[Any, ...]:
     """The keyset key of a listed row for `sort`: the values of its ordering columns."""
-    return tuple(row[c] for c in sort_columns(sort))
+    return tuple(("" if row[c] is None else row[c]) if c in _SORT_EXPR else row[c]
+                 for c in sort_columns(sort))
+
+
+def _exprs(cols: tuple[str, ...]) -> tuple[str, ...]:
+    return tuple(_SORT_EXPR.get(c, c) for c in cols)
 
 
 def _filter(where: str | None, params: Sequence[Any]) -> tuple[str, list[Any]]:
@@ -146,11 +164,11 @@ def page(
         if len(after) != len(cols):
             raise ValueError(f"sort {sort!r} needs a key of {len(cols)} values ({', '.join(cols)}), got {after!r}")
         op = "<" if descending else ">"
-        cond += f" AND ({', '.join(cols)}) {op} ({', '.join('?' * len(cols))})"
+        cond += f" AND ({', '.join(_exprs(cols))}) {op} ({', '.join('?' * len(cols))})"
         args += list(after)
     sql = (
         f"SELECT {_LIST_COLUMNS} FROM patrons WHERE {cond}"
-        f" ORDER BY {_order(cols, descending)} LIMIT ?"
+        f" ORDER BY {_order(_exprs(cols), descending)} LIMIT ?"
     )
     return [dict(r) for r in _rows(conn, sql, [*args, max(0, int(limit))])]
 
@@ -175,7 +193,7 @@ def page_at(
     (no index holds `is_system`): on a million patrons sorted by name, the
     middle of the list costs about a second, the ends a few milliseconds.
     """
-    cols = sort_columns(sort)
+    cols = _exprs(sort_columns(sort))
     offset, limit = max(0, int(offset)), max(0, int(limit))
     cond, args = _filter(where, params)
     select = f"SELECT {_LIST_COLUMNS} FROM patrons WHERE {cond}"
