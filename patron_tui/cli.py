@@ -6,6 +6,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import sqlite3
 import sys
 from pathlib import Path
 
@@ -41,7 +42,48 @@ def build_parser() -> argparse.ArgumentParser:
     check = sub.add_parser("check", help="check the database: integrity, orphans, duplicates, reference codes")
     _add_db(check)
     check.add_argument("--json", action="store_true", help="print the run's result as JSON")
+
+    _add_query(sub)
+
+    sets = sub.add_parser("sets", help="list the saved query sets")
+    _add_db(sets)
+    sets.add_argument("--json", action="store_true", help="print the sets as JSON")
     return parser
+
+
+def _add_query(sub) -> None:
+    from patron_tui.services.export import ENCODINGS
+    from patron_tui.services.patrons import DEFAULT_SORT, SORTS
+
+    query = sub.add_parser(
+        "query", help="run a search statement: show, count, export or save the matching patrons",
+        description="Run a search statement (or a saved query set) over the patrons. "
+        "A bad statement exits 2 with the statement and a ^ under the fault on standard error.",
+    )
+    _add_db(query)
+    query.add_argument("statement", nargs="?", metavar="STATEMENT",
+                       help='the search statement, quoted; "" matches every patron')
+    query.add_argument("--set", dest="set_name", metavar="NAME",
+                       help="run the saved query set NAME instead of a statement")
+    query.add_argument("--count", action="store_true", help="print only the number of matching patrons")
+    query.add_argument("--csv", metavar="FILE", help="export the matching patrons to FILE ('-': standard output)")
+    query.add_argument("--columns", metavar="a,b,...",
+                       help="columns to show or export, in order (default: the patron list's); "
+                       "see `patron-tui query --columns help`")
+    query.add_argument("--encoding", choices=list(ENCODINGS), default=None,
+                       help="CSV encoding (default utf-8; utf-8-sig adds the BOM Excel wants)")
+    query.add_argument("--replace-unencodable", action="store_true",
+                       help="with --encoding windows-1252: write characters it cannot hold as '?' "
+                       "instead of refusing the export")
+    query.add_argument("--sort", choices=list(SORTS), default=DEFAULT_SORT, metavar="SORT",
+                       help=f"order of the rows: {', '.join(SORTS)} (default {DEFAULT_SORT})")
+    query.add_argument("--save", metavar="NAME", help="save the statement as the query set NAME")
+    query.add_argument("--replace", action="store_true", help="with --save: replace a set of that name")
+    query.add_argument("--freeze", action="store_true",
+                       help="with --save or --set: freeze the set (keep exactly the patrons matching now)")
+    query.add_argument("--json", action="store_true", help="print one JSON object")
+    query.add_argument("--limit", type=int, default=50, metavar="N",
+                       help="rows to show, in the table or the JSON (default 50; 0 shows all)")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -64,6 +106,10 @@ def _main(argv: list[str] | None) -> int:
         return _cmd_demo(db_path, args)
     if args.command == "check":
         return _cmd_check(db_path, args)
+    if args.command == "query":
+        return _cmd_query(db_path, args, parser)
+    if args.command == "sets":
+        return _cmd_sets(db_path, args)
     parser.error(f"unknown command {args.command}")
     return 2
 
@@ -126,6 +172,213 @@ def _cmd_check(db_path: Path, args: argparse.Namespace) -> int:
     if handle.status.value != "succeeded":
         return 2
     return 1 if handle.summary.get("faults", 0) else 0
+
+
+# -- query, sets -------------------------------------------------------------------------
+
+def _connect(db_path: Path):
+    """(connection, operator) or (None, error message)."""
+    from patron_tui.store import Store, StoreError
+
+    store = Store(db_path)
+    try:
+        return store.connect(), store.operator
+    except StoreError as exc:
+        return None, str(exc)
+
+
+def _fail_data(message: str) -> int:
+    """`_fail` for messages that quote data (names, barcodes, statements): line by line,
+    with control characters made visible."""
+    from patron_tui.textsafe import visible
+
+    return _fail("\n".join(visible(line) for line in message.split("\n")))
+
+
+def _statement_failed(exc, where: str = "") -> int:
+    return _fail_data(f"{where}bad search statement:\n{exc.caret()}")
+
+
+def _cmd_query(db_path: Path, args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
+    from patron_tui.services import export, query_sets
+    from patron_tui.services.queries import StatementError
+
+    if args.columns is not None and args.columns.strip() == "help":
+        for name, label in export.columns_available():
+            print(f"{name:22} {label}")
+        return 0
+    if (args.statement is None) == (args.set_name is None):
+        parser.error("query: give a STATEMENT or --set NAME (one of them)")
+    if args.save is not None and args.set_name is not None:
+        parser.error("query: --save saves a statement; --set runs a set that is saved already")
+    if args.freeze and args.save is None and args.set_name is None:
+        parser.error("query: --freeze needs --save NAME (or --set NAME)")
+    if args.replace and args.save is None:
+        parser.error("query: --replace goes with --save NAME")
+    if args.csv is None and (args.encoding or args.replace_unencodable):
+        parser.error("query: --encoding and --replace-unencodable go with --csv FILE")
+    if args.csv == "-" and (args.json or args.count):
+        parser.error("query: --csv - writes the CSV to standard output; --json and --count cannot share it")
+    if args.limit < 0:
+        parser.error("query: --limit must be 0 or more")
+    columns = list(export.DEFAULT_COLUMNS)
+    if args.columns is not None:
+        columns = [c.strip() for c in args.columns.split(",") if c.strip()]
+    try:
+        export.check_columns(columns)
+    except export.ExportError as exc:
+        return _fail(str(exc))
+
+    conn, operator = _connect(db_path)
+    if conn is None:
+        return _fail(operator)
+    try:
+        return _run_query(conn, operator, args, columns)
+    except StatementError as exc:
+        where = f"query set {args.set_name.strip()!r}: " if args.set_name is not None else ""
+        return _statement_failed(exc, where)
+    except export.ExportEncodingError as exc:
+        return _fail_data(f"{exc}\n(--replace-unencodable writes them as '?'; utf-8 and utf-8-sig hold everything)")
+    except (query_sets.QuerySetError, export.ExportError) as exc:
+        return _fail_data(str(exc))
+    except OSError as exc:
+        return _fail_data(f"{args.csv or exc.filename}: {exc.strerror or exc}")
+    except sqlite3.Error as exc:
+        return _fail(f"{db_path}: {exc}")
+    finally:
+        conn.close()
+
+
+def _run_query(conn, operator: str, args: argparse.Namespace, columns: list[str]) -> int:
+    from patron_tui.services import export, query_sets
+    from patron_tui.textsafe import visible
+
+    saved = None
+    if args.save is not None:
+        # save_set compiles first: a bad statement fails before anything is saved
+        saved = query_sets.save_set(conn, operator, args.save, args.statement, replace=args.replace)
+        set_name = saved.name
+    else:
+        set_name = args.set_name
+    if args.freeze:
+        saved = query_sets.freeze_set(conn, operator, set_name)
+    if set_name is not None:
+        selection = query_sets.resolve(conn, set_name=set_name)
+    else:
+        selection = query_sets.resolve(conn, statement=args.statement)
+    # what is printed besides the result goes to stderr when stdout is for machines
+    quiet = args.json or args.count or args.csv == "-"
+    note = (lambda text: print(text, file=sys.stderr)) if quiet else print
+
+    exported = None
+    if args.csv is not None:
+        to_stdout = args.csv == "-"
+        if to_stdout:
+            sys.stdout.flush()
+        exported = export.export_csv(
+            conn, sys.stdout.buffer if to_stdout else Path(args.csv).expanduser(),
+            where=selection.where, params=selection.params, columns=columns,
+            encoding=args.encoding or "utf-8", sort=args.sort,
+            errors="replace" if args.replace_unencodable else "strict",
+        )
+        if to_stdout:
+            sys.stdout.buffer.flush()
+    limit = None if args.limit == 0 else args.limit
+
+    if args.json:
+        result = {
+            "statement": selection.statement,
+            "set": selection.set_name,
+            "frozen": selection.frozen,
+            "frozen_at": selection.frozen_at,
+            "count": selection.count,
+            "saved": saved.model_dump() if saved is not None else None,
+            "csv": None if exported is None else {
+                "path": str(exported.path) if exported.path else "-", "rows": exported.rows,
+                "encoding": exported.encoding, "columns": exported.columns,
+                "replaced_cells": exported.replaced_cells,
+            },
+        }
+        if not args.count:
+            result["columns"] = columns
+            result["rows"] = [
+                dict(zip(columns, values)) for _, _, values in export.iter_rows(
+                    conn, where=selection.where, params=selection.params, columns=columns,
+                    sort=args.sort, limit=limit)
+            ]
+        print(json.dumps(result, indent=2))
+        return 0
+
+    if args.count:
+        print(selection.count)
+    elif exported is None:
+        _print_table(conn, selection, columns, args.sort, limit)
+    if exported is not None:
+        note(exported.describe())
+    if saved is not None:
+        state = f"frozen with {saved.member_count} patrons" if saved.frozen else "live"
+        verb = "saved as" if args.save is not None else "froze"
+        note(f"{verb} query set {visible(saved.name)!r} ({state})")
+    return 0
+
+
+def _print_table(conn, selection, columns: list[str], sort: str, limit: int | None) -> None:
+    from rich.cells import cell_len, set_cell_size
+
+    from patron_tui.services import export
+    from patron_tui.services.patrons import COLUMNS
+    from patron_tui.textsafe import visible
+
+    labels = dict(export.columns_available())
+    widths = {c.name: c.width for c in COLUMNS}
+    money = {"balance", "id", "graduation_year", "protected"}
+    shown = f"set {visible(selection.set_name)!r}: " if selection.set_name is not None else ""
+    print(f"{shown}{visible(selection.statement) or '(all patrons)'}")
+    width = [max(cell_len(labels[c]), min(widths.get(c, 14), 30)) for c in columns]
+
+    def line(cells: list[str]) -> str:
+        out = []
+        for c, w, text in zip(columns, width, cells):
+            if cell_len(text) > w:
+                text = set_cell_size(text, w - 1) + "\u2026"
+            pad = " " * (w - cell_len(text))
+            out.append(pad + text if c in money else text + pad)
+        return "  ".join(out).rstrip()
+
+    print(line([labels[c] for c in columns]))
+    print(line(["-" * w for w in width]))
+    n = 0
+    for _, _, values in export.iter_rows(conn, where=selection.where, params=selection.params,
+                                         columns=columns, sort=sort, limit=limit):
+        print(line([visible(v) for v in values]))
+        n += 1
+    noun = "patron matches" if selection.count == 1 else "patrons match"
+    more = f" (showing the first {n}; --limit 0 shows all)" if n < selection.count else ""
+    print(f"{selection.count} {noun}{more}")
+
+
+def _cmd_sets(db_path: Path, args: argparse.Namespace) -> int:
+    from patron_tui.services import query_sets
+    from patron_tui.textsafe import visible
+
+    conn, operator = _connect(db_path)
+    if conn is None:
+        return _fail(operator)
+    try:
+        sets = query_sets.list_sets(conn)
+    finally:
+        conn.close()
+    if args.json:
+        print(json.dumps([qs.model_dump() for qs in sets], indent=2))
+        return 0
+    if not sets:
+        print("no saved query sets (save one with `patron-tui query STATEMENT --save NAME`)")
+        return 0
+    for qs in sets:
+        state = f"frozen {qs.frozen_at[:16]}, {qs.member_count} patrons" if qs.frozen else "live"
+        print(f"{visible(qs.name)}  ({state}; by {visible(qs.created_by)})")
+        print(f"    {visible(qs.statement) or '(all patrons)'}")
+    return 0
 
 
 def _run_console(db_path: Path, theme: str | None, workers: int | None) -> int:

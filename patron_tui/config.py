@@ -50,3 +50,31 @@ def save_ui_settings(**changes: Any) -> None:
     tmp = path.with_suffix(".tmp")
     tmp.write_text(json.dumps(settings, indent=2), encoding="utf-8")
     tmp.replace(path)
+
+
+HISTORY_LIMIT = 200
+
+
+def load_history() -> list[str]:
+    """Search statements this user ran, oldest first."""
+    path = config_dir() / "statement_history.json"
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return []
+    return [s for s in data if isinstance(s, str)] if isinstance(data, list) else []
+
+
+def remember_statement(statement: str) -> list[str]:
+    """Add a statement to the history (moved to the end if already there)."""
+    statement = statement.strip()
+    history = [s for s in load_history() if s != statement]
+    if statement:
+        history.append(statement)
+    history = history[-HISTORY_LIMIT:]
+    path = config_dir() / "statement_history.json"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(json.dumps(history, ensure_ascii=False, indent=0), encoding="utf-8")
+    tmp.replace(path)
+    return history

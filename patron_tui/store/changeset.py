@@ -27,6 +27,24 @@ batch, so journalling costs no Python per row.
 
 Cascading deletes are not journalled: delete a row's dependants through the
 writer first (undo restores what the journal holds).
+
+Scoped bulk writes, for rows that belong to one owner and are never looked
+up one by one in the journal (the members of a frozen query set:
+`query_set_members` rows with one `set_id`), each journalled as ONE row
+whose `row_key` is the scope as a JSON object, e.g.
+`{"set_id":5}` (other keys are a plain value, a JSON array or `a..b`, so a
+key starting with `{` always means a scope):
+- `insert_select(table, columns, select_sql, params, scope=...)`: one
+  `INSERT INTO table (...) SELECT ...`, journalled as op 'insert_range' with
+  no images. The scope must hold no rows before and every inserted row
+  after, so undo is "delete the rows of the scope";
+- `delete_where(table, scope)`: deletes every row of the scope, journalled
+  as op 'delete' whose `before` is a columnar image
+  `{"$where": {"set_id":5}, "$rows": {"patron_id": [3,4,9]}}`: the scope's
+  values once, then each other column as a list, all lists in the same
+  row order (BLOBs as {"$hex": ...}); undo re-inserts row i as the scope
+  plus the i-th value of every list. A scope that holds no rows writes and
+  journals nothing.
 """
 
 from __future__ import annotations
@@ -447,6 +465,80 @@ class ChangesetWriter:
                 flush()
         if pending:
             flush()
+        self.counts["delete"] += deleted
+        return deleted
+
+    # -- scoped bulk writes (see the module doc) -------------------------------------------
+    def _scope_sql(self, table: str, scope: Mapping[str, Any]) -> tuple[str, str, tuple]:
+        """(row_key, WHERE condition, its params) of a scope {column: value}."""
+        if not scope:
+            raise ValueError(f"a scoped write on {table} needs a scope (column -> value)")
+        cols = self.columns(table)
+        for c in scope:
+            if c not in cols:
+                raise KeyError(f"{table} has no column {c!r}")
+        cond = " AND ".join(f"{_ident(c)} = ?" for c in scope)
+        key = json.dumps(dict(scope), ensure_ascii=False, separators=(",", ":"), sort_keys=True)
+        return key, cond, tuple(scope.values())
+
+    def insert_select(
+        self,
+        table: str,
+        columns: Sequence[str],
+        select_sql: str,
+        params: Sequence[Any] = (),
+        *,
+        scope: Mapping[str, Any],
+    ) -> int:
+        """`INSERT INTO table (columns) <select_sql>` journalled as one 'insert_range' row.
+
+        `select_sql` is a SELECT built by code (never user text) with `?`
+        placeholders for `params`. Every inserted row must lie in `scope`, and
+        the scope must be empty before: otherwise ValueError, and the
+        writer's transaction rolls back when it leaves the `with`. Returns the
+        number of rows inserted; nothing is journalled when it is 0.
+        """
+        self._check()
+        key, cond, scope_params = self._scope_sql(table, scope)
+        known = self.columns(table)
+        for c in columns:
+            if c not in known:
+                raise KeyError(f"{table} has no column {c!r}")
+        quoted = _ident(table)
+        if self.conn.execute(f"SELECT 1 FROM {quoted} WHERE {cond} LIMIT 1", scope_params).fetchone():
+            raise ValueError(f"insert_select into {table}: scope {key} already holds rows; delete them first")
+        cur = self.conn.execute(
+            f"INSERT INTO {quoted} ({', '.join(map(_ident, columns))}) {select_sql}", tuple(params)
+        )
+        inserted = cur.rowcount
+        in_scope = self.conn.execute(f"SELECT count(*) FROM {quoted} WHERE {cond}", scope_params).fetchone()[0]
+        if in_scope != inserted:
+            raise ValueError(
+                f"insert_select into {table}: {inserted - in_scope} inserted row(s) lie outside scope {key}"
+            )
+        if inserted:
+            self._journal([(table, key, "insert_range", None, None)])
+        self.counts["insert"] += inserted
+        return inserted
+
+    def delete_where(self, table: str, scope: Mapping[str, Any]) -> int:
+        """Delete every row of `scope`, journalled as one 'delete' row with a
+        columnar before-image (see the module doc). Returns rows deleted."""
+        self._check()
+        key, cond, scope_params = self._scope_sql(table, scope)
+        rest = [c for c in self.columns(table) if c not in scope]
+        if not rest:
+            raise ValueError(f"delete_where on {table}: the scope names every column")
+        rows = "json_object(" + ", ".join(
+            f"'{c}', json_group_array({_json_value(_ident(c))})" for c in rest
+        ) + ")"
+        self.conn.execute(
+            "INSERT INTO change_journal (run_id, operator, ts, table_name, row_key, op, before, after)"
+            f" SELECT ?, ?, ?, ?, ?, 'delete', json_object('$where', json(?), '$rows', {rows}), NULL"
+            f" FROM {_ident(table)} WHERE {cond} HAVING count(*) > 0",
+            (self.run_id, self.operator, self.ts, table, key, key, *scope_params),
+        )
+        deleted = self.conn.execute(f"DELETE FROM {_ident(table)} WHERE {cond}", scope_params).rowcount
         self.counts["delete"] += deleted
         return deleted
 

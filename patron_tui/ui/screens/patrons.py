@@ -1,13 +1,18 @@
-"""Patrons: every patron of the district in one scrollable list, and one patron's details.
+"""Patrons: select patrons with a search statement, review them, keep the set, act on it.
 
-The list is a `PatronTable` (a virtual table: it reads only the rows around
-what is on screen). Enter opens `PatronDetailScreen` with every field and the
-patron's notes, charges, checkouts, holds, history, reviews and profiles.
+The statement line compiles through `services.queries` (errors show under it
+with a caret); the list is a `PatronTable` (a virtual table: it reads only the
+rows around what is on screen); Enter opens `PatronDetailScreen`. Saved query
+sets open live (re-evaluated) or frozen (the exact patron list kept when it
+was frozen), and the set's statement stays on screen while it is acted on.
 """
 
 from __future__ import annotations
 
 import re
+from dataclasses import dataclass, replace
+from datetime import date
+from pathlib import Path
 from typing import Any
 
 from rich.text import Text
@@ -17,15 +22,41 @@ from textual.binding import Binding
 from textual.containers import Vertical, VerticalScroll
 from textual.content import Content
 from textual.screen import ModalScreen
-from textual.widgets import Footer, Static
+from textual.widgets import Footer, Input, Static
 
+from patron_tui.config import load_history, remember_statement
+from patron_tui.services import export as export_svc
 from patron_tui.services import patrons as svc
+from patron_tui.services import queries
+from patron_tui.services import query_sets
 from patron_tui.textsafe import visible
 from patron_tui.ui.screens.base import SectionScreen
+from patron_tui.ui.screens.query_dialogs import (
+    ConfirmScreen,
+    ExportRequest,
+    ExportScreen,
+    LanguageHelpScreen,
+    SaveRequest,
+    SaveSetScreen,
+    SetAction,
+    SetsScreen,
+)
 from patron_tui.ui.widgets.patron_table import PatronTable
+from patron_tui.ui.widgets.statement_input import StatementInput
 
 _SORT_ORDER = list(svc.SORTS)
 _LINE_BREAK = re.compile(r"\r\n|\n")
+
+
+@dataclass(frozen=True)
+class Selection:
+    """What the list shows: a statement, or a saved set (live or frozen)."""
+
+    statement: str = ""
+    where: str | None = None
+    params: tuple = ()
+    set_name: str | None = None
+    frozen_at: str | None = None
 
 
 class PatronsScreen(SectionScreen):
@@ -33,23 +64,41 @@ class PatronsScreen(SectionScreen):
     #: set once the section has been shown: later resumes re-read the list
     _shown = False
     BINDINGS = [
+        Binding("slash", "focus_statement", "Search", id="patrons.search"),
+        Binding("f1", "language_help", "Statement help", id="patrons.language_help"),
+        Binding("ctrl+s", "save_set", "Save set", id="patrons.save_set"),
+        Binding("l", "sets", "Sets", id="patrons.sets"),
+        Binding("x", "export", "Export", id="patrons.export"),
         Binding("s", "next_sort", "Sort", id="patrons.sort"),
-        Binding("o", "reverse_order", "Reverse", id="patrons.reverse"),
+        Binding("o", "reverse_order", "Reverse", show=False, id="patrons.reverse"),
         Binding("r", "reload", "Reload", show=False, id="patrons.reload"),
     ]
 
     DEFAULT_CSS = """
+    PatronsScreen #statement { height: 1; margin: 0 0; }
+    PatronsScreen #statement-error { height: auto; color: $error; padding: 0 1; display: none; }
+    PatronsScreen #statement-error.-shown { display: block; }
     PatronsScreen #patrons-count { height: 1; padding: 0 1; color: $foreground; background: $surface; }
     PatronsScreen #patrons-table { height: 1fr; }
     """
 
+    def __init__(self) -> None:
+        super().__init__()
+        self.selection = Selection()
+
     def compose_body(self) -> ComposeResult:
+        yield StatementInput(load_history(), id="statement")
+        yield Static(id="statement-error")
         yield Static(Content("Counting patrons…"), id="patrons-count")
         yield PatronTable(self.app.store.connect, id="patrons-table")
 
     @property
     def table(self) -> PatronTable:
         return self.query_one(PatronTable)
+
+    @property
+    def statement_input(self) -> StatementInput:
+        return self.query_one(StatementInput)
 
     def on_mount(self) -> None:
         self.table.focus()
@@ -63,19 +112,67 @@ class PatronsScreen(SectionScreen):
                 self.show_count()
             self._shown = True
 
+    # -- the statement ------------------------------------------------------------------
+    def action_focus_statement(self) -> None:
+        self.statement_input.focus()
+
+    def on_statement_input_left(self, event: StatementInput.Left) -> None:
+        self.table.focus()
+
+    def on_input_submitted(self, event: Input.Submitted) -> None:
+        if event.input is self.statement_input:
+            event.stop()
+            self.run_statement(event.value)
+
+    @work(thread=True, exclusive=True, exit_on_error=False, group="statement")
+    def run_statement(self, statement: str) -> None:
+        conn = self.app.store.connect()
+        try:
+            compiled = queries.compile_statement(statement, conn=conn)
+        except queries.StatementError as exc:
+            self.app.call_from_thread(self.show_error, exc.caret())
+            return
+        finally:
+            conn.close()
+        remember_statement(statement)
+        self.app.call_from_thread(
+            self.apply_selection, Selection(compiled.statement, compiled.where, tuple(compiled.params))
+        )
+
+    def show_error(self, message: str) -> None:
+        error = self.query_one("#statement-error", Static)
+        error.update(Content("\n".join(visible(line) for line in message.splitlines())))
+        error.add_class("-shown")
+
+    def apply_selection(self, selection: Selection) -> None:
+        self.selection = selection
+        self.query_one("#statement-error").remove_class("-shown")
+        self.statement_input.remember(selection.statement)
+        if self.statement_input.value != selection.statement:
+            self.statement_input.value = selection.statement
+        self.table.reload(where=selection.where or "1", params=selection.params, keep_cursor=False)
+        self.table.focus()
+        self.show_count()
+
     # -- the count line ---------------------------------------------------------------
     def show_count(self) -> None:
         table = self.table
         label = svc.SORTS[table.sort][0]
-        order = "descending" if table.descending else "ascending"
+        order = "desc" if table.descending else "asc"
+        sel = self.selection
+        parts = []
+        if sel.set_name:
+            kind = f"frozen {sel.frozen_at[:16]}" if sel.frozen_at else "live"
+            parts.append(f"set {visible(sel.set_name)} ({kind})")
         if table.total is None:
-            line = f"Counting patrons…   sorted by {label}, {order}"
+            parts.append("counting…")
         else:
             noun = "patron" if table.total == 1 else "patrons"
-            line = f"{table.total:,} {noun}   sorted by {label}, {order}"
-            if table.total:
-                line += f"   row {table.cursor_row + 1:,}"
-        self.query_one("#patrons-count", Static).update(Content(line))
+            parts.append(f"{table.total:,} {noun}")
+        parts.append(f"by {label} {order}")
+        if table.total:
+            parts.append(f"row {table.cursor_row + 1:,}")
+        self.query_one("#patrons-count", Static).update(Content("   ".join(parts)))
 
     def on_patron_table_counted(self, event: PatronTable.Counted) -> None:
         self.show_count()
@@ -89,7 +186,119 @@ class PatronsScreen(SectionScreen):
     def on_patron_table_patron_selected(self, event: PatronTable.PatronSelected) -> None:
         self.app.push_screen(PatronDetailScreen(event.patron_id))
 
-    # -- actions ------------------------------------------------------------------------
+    # -- query sets ------------------------------------------------------------------------
+    def action_save_set(self) -> None:
+        self.app.push_screen(
+            SaveSetScreen(self.selection.statement, self.table.total, self.selection.set_name or ""),
+            self._save_set,
+        )
+
+    def _save_set(self, request: SaveRequest | None) -> None:
+        if request is not None:
+            self.save_set(request, self.selection.statement)
+
+    @work(thread=True, exclusive=True, exit_on_error=False, group="sets")
+    def save_set(self, request: SaveRequest, statement: str) -> None:
+        conn = self.app.store.connect()
+        operator = self.app.store.operator
+        try:
+            query_sets.save_set(conn, operator, request.name, statement, replace=request.replace)
+            if request.freeze:
+                query_sets.freeze_set(conn, operator, request.name)
+            qs = query_sets.get_set(conn, request.name)
+            where, params = query_sets.set_filter(conn, qs)
+        except (query_sets.QuerySetError, queries.StatementError) as exc:
+            self.app.call_from_thread(self.notify, visible(str(exc)), severity="error", markup=False)
+            return
+        finally:
+            conn.close()
+        self.app.call_from_thread(self._opened, qs, where, params, "Saved")
+
+    def _opened(self, qs: Any, where: str, params: tuple, verb: str) -> None:
+        self.apply_selection(Selection(qs.statement, where, tuple(params), qs.name, qs.frozen_at))
+        kind = f"frozen with {qs.member_count or 0:,} patrons" if qs.frozen_at else "live"
+        self.notify(f"{verb} set {visible(qs.name)} ({kind}).", markup=False)
+
+    def action_sets(self) -> None:
+        self.load_sets()
+
+    @work(thread=True, exclusive=True, exit_on_error=False, group="sets")
+    def load_sets(self) -> None:
+        conn = self.app.store.connect()
+        try:
+            sets = query_sets.list_sets(conn)
+        finally:
+            conn.close()
+        self.app.call_from_thread(self.app.push_screen, SetsScreen(sets), self._set_action)
+
+    def _set_action(self, action: SetAction | None) -> None:
+        if action is None:
+            return
+        if action.action == "delete":
+            self.app.push_screen(
+                ConfirmScreen(f"Delete the query set {visible(action.name)}? Patrons are not touched.",
+                              action.name),
+                lambda ok: ok and self.set_action(action),
+            )
+        else:
+            self.set_action(action)
+
+    @work(thread=True, exclusive=True, exit_on_error=False, group="sets")
+    def set_action(self, action: SetAction) -> None:
+        conn = self.app.store.connect()
+        operator = self.app.store.operator
+        try:
+            if action.action == "delete":
+                query_sets.delete_set(conn, operator, action.name)
+                self.app.call_from_thread(self.notify, f"Deleted set {visible(action.name)}.", markup=False)
+                return
+            if action.action == "freeze":
+                query_sets.freeze_set(conn, operator, action.name)
+            elif action.action == "unfreeze":
+                query_sets.unfreeze_set(conn, operator, action.name)
+            qs = query_sets.get_set(conn, action.name)
+            where, params = query_sets.set_filter(conn, qs)
+        except (query_sets.QuerySetError, queries.StatementError) as exc:
+            self.app.call_from_thread(self.notify, visible(str(exc)), severity="error", markup=False)
+            return
+        finally:
+            conn.close()
+        verb = {"open": "Opened", "freeze": "Froze", "unfreeze": "Opened live"}[action.action]
+        self.app.call_from_thread(self._opened, qs, where, params, verb)
+
+    # -- export -----------------------------------------------------------------------------
+    def action_export(self) -> None:
+        default = Path.home() / f"patrons-{date.today():%Y%m%d}.csv"
+        columns = [(name, label, name in export_svc.DEFAULT_COLUMNS)
+                   for name, label in export_svc.columns_available()]
+        self.app.push_screen(
+            ExportScreen(self.selection.statement, self.table.total, columns, default), self._export
+        )
+
+    def _export(self, request: ExportRequest | None) -> None:
+        if request is not None:
+            self.export(request, self.selection, self.table.sort)
+
+    @work(thread=True, exclusive=True, exit_on_error=False, group="export")
+    def export(self, request: ExportRequest, selection: Selection, sort: str) -> None:
+        conn = self.app.store.connect()
+        try:
+            summary = export_svc.export_csv(
+                conn, request.path, where=selection.where, params=selection.params,
+                columns=request.columns, encoding=request.encoding, sort=sort,
+            )
+        except (export_svc.ExportError, OSError) as exc:
+            self.app.call_from_thread(self.notify, visible(str(exc)), severity="error", markup=False,
+                                      timeout=12)
+            return
+        finally:
+            conn.close()
+        self.app.call_from_thread(self.notify, visible(summary.describe()), markup=False, timeout=10)
+
+    # -- help and list actions --------------------------------------------------------------
+    def action_language_help(self) -> None:
+        self.app.push_screen(LanguageHelpScreen(queries.language_help()))
+
     def action_next_sort(self) -> None:
         table = self.table
         sort = _SORT_ORDER[(_SORT_ORDER.index(table.sort) + 1) % len(_SORT_ORDER)]
