@@ -391,6 +391,13 @@ def test_a_bad_setting_falls_back_to_august(tmp_path):
     conn.close()
 
 
+def test_date_words_may_be_quoted(who):
+    assert who('updated = "today"') == {"bob"}
+    assert who("grad_year = 'this year'") == {"bob"}
+    assert who('updated >= "Start of School  Year"') == who("updated >= start of school year")
+    assert who('last = "today"') == set()  # for a text field it is just text
+
+
 def test_years_for_the_graduation_year(who):
     assert who("grad_year = this year") == {"bob"}
     assert who("grad_year = next year") == {"ann"}

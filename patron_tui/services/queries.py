@@ -291,8 +291,9 @@ def complete(prefix: str) -> list[str]:
 
 def language_help() -> str:
     """The language reference for the help screen: this module's text and the field table."""
-    text = __doc__ or ""
-    lines = [text[text.index("Search statements"):].strip(), "", "Fields", "------", ""]
+    text = __doc__ or ""  # None under python -OO: then the field table alone
+    start = text.find("Search statements")
+    lines = [text[start:].strip() if start >= 0 else "", "", "Fields", "------", ""]
     width = max(len(name) for name in FIELDS)
     for spec in FIELDS.values():
         aka = f" (also: {', '.join(spec.aliases)})" if spec.aliases else ""
@@ -729,8 +730,8 @@ class _Context:
     def as_date(self, v: _Value, name: str) -> date:
         today = self.today
         try:
-            if v.phrase is not None and not v.quoted:
-                p = v.phrase
+            p = _phrase(v)
+            if p is not None:
                 if p == "today":
                     return today
                 if p == "yesterday":
@@ -789,8 +790,9 @@ class _Context:
         raise self.error(v, f"{name} is {what} — {_quote(v.text)} is not a number")
 
     def as_year(self, v: _Value, name: str) -> int | float:
-        if v.phrase in ("this year", "last year", "next year") and not v.quoted:
-            return self.today.year + {"this year": 0, "last year": -1, "next year": 1}[v.phrase]
+        p = _phrase(v)
+        if p in ("this year", "last year", "next year"):
+            return self.today.year + {"this year": 0, "last year": -1, "next year": 1}[p]
         text = v.text.strip()
         if _NUMBER.match(text):
             return _num(text)
@@ -856,6 +858,17 @@ class _Context:
             return self.conn.execute(sql, (text,)).fetchone() is not None
         except sqlite3.Error:
             return False
+
+
+_PHRASE_TEXTS = {" ".join(p) for p in _PHRASES} | {"today", "yesterday", "tomorrow"}
+
+
+def _phrase(v: _Value) -> str | None:
+    """The date or year word(s) of a value, also when quoted ("start of school year")."""
+    if v.phrase is not None:
+        return v.phrase
+    text = " ".join(v.text.lower().split())
+    return text if v.quoted and text in _PHRASE_TEXTS else None
 
 
 def _num(text: str) -> int | float:

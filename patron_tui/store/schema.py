@@ -297,8 +297,10 @@ _V1 = (
         text TEXT NOT NULL
     )""",
     "CREATE INDEX run_messages_run ON run_messages(run_id, level)",
-    # op 'insert_range' journals a bulk load into fresh ids as one row:
-    # row_key 'first..last', no images (undo deletes the range).
+    # op 'insert_range' journals a bulk load as one row, no images (undo deletes
+    # what it names): row_key 'first..last' (ids), 'rowid first..last', or a
+    # scope as JSON such as {"set_id":5} (every row of that scope). A 'delete'
+    # whose row_key is a scope holds the deleted rows column-wise in `before`.
     """CREATE TABLE change_journal (
         id INTEGER PRIMARY KEY,
         run_id INTEGER REFERENCES runs(id) ON DELETE SET NULL,
