@@ -118,6 +118,21 @@ async def test_statement_count_detail_save_freeze_reopen_export(demo_db, tmp_pat
         await pilot.press("down", "enter")  # UTF-8 with BOM
         await pilot.press("ctrl+s")
         await settle(app, pilot)
+        # delete the set: the answer must be typed
+        await pilot.press("l")
+        await settle(app, pilot)
+        await pilot.press("d")
+        await pilot.pause()
+        await pilot.press(*"Upper", "enter")  # a wrong answer does nothing
+        await settle(app, pilot)
+        assert conn.execute("SELECT count(*) FROM query_sets").fetchone()[0] == 1
+        await pilot.press("l")
+        await settle(app, pilot)
+        await pilot.press("d")
+        await pilot.pause()
+        await pilot.press(*"Upper grades", "enter")
+        await settle(app, pilot)
+        assert conn.execute("SELECT count(*) FROM query_sets").fetchone()[0] == 0
     conn.close()
     raw = out.read_bytes()
     assert raw.startswith(b"\xef\xbb\xbf")

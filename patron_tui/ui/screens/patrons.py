@@ -10,7 +10,9 @@ was frozen), and the set's statement stays on screen while it is acted on.
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass, replace
+import sqlite3
+from collections.abc import Callable
+from dataclasses import dataclass
 from datetime import date
 from pathlib import Path
 from typing import Any
@@ -194,30 +196,17 @@ class PatronsScreen(SectionScreen):
         )
 
     def _save_set(self, request: SaveRequest | None) -> None:
-        if request is not None:
-            self.save_set(request, self.selection.statement)
+        if request is None:
+            return
+        statement = self.selection.statement
 
-    @work(thread=True, exclusive=True, exit_on_error=False, group="sets")
-    def save_set(self, request: SaveRequest, statement: str) -> None:
-        conn = self.app.store.connect()
-        operator = self.app.store.operator
-        try:
+        def save(conn: sqlite3.Connection, operator: str) -> str:
             query_sets.save_set(conn, operator, request.name, statement, replace=request.replace)
             if request.freeze:
                 query_sets.freeze_set(conn, operator, request.name)
-            qs = query_sets.get_set(conn, request.name)
-            where, params = query_sets.set_filter(conn, qs)
-        except (query_sets.QuerySetError, queries.StatementError) as exc:
-            self.app.call_from_thread(self.notify, visible(str(exc)), severity="error", markup=False)
-            return
-        finally:
-            conn.close()
-        self.app.call_from_thread(self._opened, qs, where, params, "Saved")
+            return request.name
 
-    def _opened(self, qs: Any, where: str, params: tuple, verb: str) -> None:
-        self.apply_selection(Selection(qs.statement, where, tuple(params), qs.name, qs.frozen_at))
-        kind = f"frozen with {qs.member_count or 0:,} patrons" if qs.frozen_at else "live"
-        self.notify(f"{verb} set {visible(qs.name)} ({kind}).", markup=False)
+        self.change_set("Saved", save)
 
     def action_sets(self) -> None:
         self.load_sets()
@@ -234,37 +223,48 @@ class PatronsScreen(SectionScreen):
     def _set_action(self, action: SetAction | None) -> None:
         if action is None:
             return
+        name = action.name
         if action.action == "delete":
+            def delete(conn: sqlite3.Connection, operator: str) -> None:
+                query_sets.delete_set(conn, operator, name)
+                self.app.call_from_thread(self.notify, f"Deleted set {visible(name)}.", markup=False)
+
             self.app.push_screen(
-                ConfirmScreen(f"Delete the query set {visible(action.name)}? Patrons are not touched.",
-                              action.name),
-                lambda ok: ok and self.set_action(action),
+                ConfirmScreen(f"Delete the query set {visible(name)}? Patrons are not touched.", name),
+                lambda ok: ok and self.change_set("Deleted", delete),
             )
-        else:
-            self.set_action(action)
+            return
+        steps = {"freeze": query_sets.freeze_set, "unfreeze": query_sets.unfreeze_set}
+        verb = {"open": "Opened", "freeze": "Froze", "unfreeze": "Opened live"}[action.action]
+
+        def act(conn: sqlite3.Connection, operator: str) -> str:
+            if action.action in steps:
+                steps[action.action](conn, operator, name)
+            return name
+
+        self.change_set(verb, act)
 
     @work(thread=True, exclusive=True, exit_on_error=False, group="sets")
-    def set_action(self, action: SetAction) -> None:
+    def change_set(self, verb: str, change: Callable[[sqlite3.Connection, str], str | None]) -> None:
+        """Run `change` (a query-set service call) and open the set it names, if any."""
         conn = self.app.store.connect()
-        operator = self.app.store.operator
         try:
-            if action.action == "delete":
-                query_sets.delete_set(conn, operator, action.name)
-                self.app.call_from_thread(self.notify, f"Deleted set {visible(action.name)}.", markup=False)
+            name = change(conn, self.app.store.operator)
+            if name is None:
                 return
-            if action.action == "freeze":
-                query_sets.freeze_set(conn, operator, action.name)
-            elif action.action == "unfreeze":
-                query_sets.unfreeze_set(conn, operator, action.name)
-            qs = query_sets.get_set(conn, action.name)
+            qs = query_sets.get_set(conn, name)
             where, params = query_sets.set_filter(conn, qs)
         except (query_sets.QuerySetError, queries.StatementError) as exc:
             self.app.call_from_thread(self.notify, visible(str(exc)), severity="error", markup=False)
             return
         finally:
             conn.close()
-        verb = {"open": "Opened", "freeze": "Froze", "unfreeze": "Opened live"}[action.action]
         self.app.call_from_thread(self._opened, qs, where, params, verb)
+
+    def _opened(self, qs: query_sets.QuerySet, where: str, params: tuple, verb: str) -> None:
+        self.apply_selection(Selection(qs.statement, where, tuple(params), qs.name, qs.frozen_at))
+        kind = f"frozen with {qs.member_count or 0:,} patrons" if qs.frozen_at else "live"
+        self.notify(f"{verb} set {visible(qs.name)} ({kind}).", markup=False)
 
     # -- export -----------------------------------------------------------------------------
     def action_export(self) -> None:
