@@ -115,7 +115,7 @@ async def test_statement_count_detail_save_freeze_reopen_export(demo_db, tmp_pat
         path_input.value = ""
         await pilot.press(*str(out))
         await pilot.press("tab")  # to the encoding choices
-        await pilot.press("down", "enter")  # UTF-8 with BOM
+        await pilot.press("enter", "down", "enter")  # open, UTF-8 with BOM, choose
         await pilot.press("ctrl+s")
         await settle(app, pilot)
         # delete the set: the answer must be typed

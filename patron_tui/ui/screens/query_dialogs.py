@@ -15,7 +15,7 @@ from textual.binding import Binding
 from textual.containers import Vertical, VerticalScroll
 from textual.content import Content
 from textual.screen import ModalScreen
-from textual.widgets import Checkbox, Input, Label, OptionList, RadioButton, RadioSet, SelectionList, Static
+from textual.widgets import Checkbox, Input, Label, OptionList, Select, SelectionList, Static
 from textual.widgets.option_list import Option
 from textual.widgets.selection_list import Selection
 
@@ -193,7 +193,7 @@ class ExportScreen(ModalScreen["ExportRequest | None"]):
     ]
     DEFAULT_CSS = DIALOG_CSS.format(name="ExportScreen") + """
     ExportScreen SelectionList { height: 8; }
-    ExportScreen RadioSet { height: auto; }
+    ExportScreen Select { margin: 0 0 1 0; }
     """
 
     def __init__(self, statement: str, count: int | None, columns: list[tuple[str, str, bool]],
@@ -211,9 +211,9 @@ class ExportScreen(ModalScreen["ExportRequest | None"]):
             yield Static(Content(f"Set: {what}{count}"), classes="dialog-help")
             yield Label(Content("File:"))
             yield Input(value=str(self.default_path), id="export-path", compact=True)
-            with RadioSet(id="export-encoding", compact=True):
-                for i, (_, label) in enumerate(ENCODINGS):
-                    yield RadioButton(Content(label), value=i == 0)
+            yield Label(Content("Encoding (Enter opens the choices):"))
+            yield Select([(label, code) for code, label in ENCODINGS], value=ENCODINGS[0][0],
+                         allow_blank=False, id="export-encoding", compact=True)
             yield SelectionList[str](
                 *[Selection(Content(label), name, on) for name, label, on in self.columns],
                 id="export-columns",
@@ -237,8 +237,7 @@ class ExportScreen(ModalScreen["ExportRequest | None"]):
         if not columns:
             self.notify("Choose at least one column.", severity="warning", markup=False)
             return
-        index = self.query_one(RadioSet).pressed_index
-        encoding = ENCODINGS[index if index >= 0 else 0][0]
+        encoding = str(self.query_one("#export-encoding", Select).value)
         # keep the columns in the offered order
         order = [name for name, _, _ in self.columns]
         columns.sort(key=order.index)
