@@ -32,9 +32,7 @@ async def settle(app, pilot, rounds: int = 3):
 
 
 async def type_statement(app, pilot, statement: str):
-    await pilot.press("slash")
-    inp = app.screen.statement_input
-    inp.value = ""
+    await pilot.press("slash", "ctrl+a", "ctrl+k")  # to the statement line, cleared by keys
     await pilot.press(*statement)
     await pilot.press("enter")
     await settle(app, pilot)
@@ -111,8 +109,7 @@ async def test_statement_count_detail_save_freeze_reopen_export(demo_db, tmp_pat
         await pilot.press("x")
         await pilot.pause()
         assert isinstance(app.screen, ExportScreen)
-        path_input = app.screen.query_one("#export-path")
-        path_input.value = ""
+        await pilot.press("ctrl+a", "ctrl+k")
         await pilot.press(*str(out))
         await pilot.press("tab")  # to the encoding choices
         await pilot.press("enter", "down", "enter")  # open, UTF-8 with BOM, choose
@@ -149,8 +146,7 @@ async def test_statement_history_and_completion(demo_db):
         await type_statement(app, pilot, "grade = 5")
         await type_statement(app, pilot, "site = HS")
         inp = app.screen.statement_input
-        await pilot.press("slash")
-        inp.value = ""
+        await pilot.press("slash", "ctrl+a", "ctrl+k")
         await pilot.press("up")
         assert inp.value == "site = HS"
         await pilot.press("up")
