@@ -160,3 +160,31 @@ async def test_statement_history_and_completion(demo_db):
         assert inp.value == "homeroom"
         await pilot.press("escape")
         assert app.focused is app.screen.table
+
+
+async def test_export_columns_show_their_state_without_colour(demo_db):
+    from patron_tui.services import export as export_svc
+    from patron_tui.ui.screens.query_dialogs import MarkedSelectionList
+
+    app = make_app(demo_db, operator="tester", theme="patron-mono")
+    async with app.run_test(size=(80, 24)) as pilot:
+        await pilot.press("2")
+        await settle(app, pilot)
+        await pilot.press("x")
+        await pilot.pause()
+        columns = app.screen.query_one(MarkedSelectionList)
+        lines = [columns.render_line(y).text for y in range(columns.size.height)]
+        labels = dict(export_svc.columns_available())
+        for line in lines:
+            name = next((n for n, label in labels.items() if line.strip()[3:].strip() == label), None)
+            if name is None:
+                continue
+            box = line.strip()[:3]
+            assert box[1] == ("X" if name in export_svc.DEFAULT_COLUMNS else " "), line
+        await pilot.press("tab", "tab")  # to the column list
+        assert app.focused is columns
+        await pilot.press("down", "space")  # Barcode off
+        await pilot.pause()
+        assert "barcode" not in columns.selected
+        lines = [columns.render_line(y).text.strip() for y in range(columns.size.height)]
+        assert "▐ ▌ Barcode" in lines

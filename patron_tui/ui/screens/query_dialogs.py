@@ -9,6 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
+from rich.segment import Segment
 from rich.text import Text
 from textual.app import ComposeResult
 from textual.binding import Binding
@@ -16,6 +17,8 @@ from textual.containers import Vertical, VerticalScroll
 from textual.content import Content
 from textual.screen import ModalScreen
 from textual.widgets import Checkbox, Input, Label, OptionList, Select, SelectionList, Static
+from textual.strip import Strip
+from textual.widgets._toggle_button import ToggleButton
 from textual.widgets.option_list import Option
 from textual.widgets.selection_list import Selection
 
@@ -184,6 +187,22 @@ ENCODINGS = [
 ]
 
 
+class MarkedSelectionList(SelectionList[str]):
+    """A SelectionList whose boxes show X only when chosen, so the state reads
+    without colour (the mono theme, a terminal with NO_COLOR)."""
+
+    def render_line(self, y: int) -> Strip:
+        strip = super().render_line(y)
+        segments = list(strip)
+        if len(segments) > 1 and segments[1].text == ToggleButton.BUTTON_INNER and segments[1].style:
+            index = segments[1].style.meta.get("option")
+            if index is not None:
+                chosen = self.get_option_at_index(index).value in self.selected
+                segments[1] = Segment(ToggleButton.BUTTON_INNER if chosen else " ", segments[1].style)
+                return Strip(segments, strip.cell_length)
+        return strip
+
+
 class ExportScreen(ModalScreen["ExportRequest | None"]):
     """Export the current set to CSV: file, encoding, columns (Space toggles)."""
 
@@ -214,7 +233,7 @@ class ExportScreen(ModalScreen["ExportRequest | None"]):
             yield Label(Content("Encoding (Enter opens the choices):"))
             yield Select([(label, code) for code, label in ENCODINGS], value=ENCODINGS[0][0],
                          allow_blank=False, id="export-encoding", compact=True)
-            yield SelectionList[str](
+            yield MarkedSelectionList(
                 *[Selection(Content(label), name, on) for name, label, on in self.columns],
                 id="export-columns",
             )
