@@ -5,7 +5,16 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import os
+
 import pytest
+from hypothesis import settings as hypothesis_settings
+
+# CI explores the same examples every run (a red build must be reproducible);
+# developers' runs keep exploring new ones.
+hypothesis_settings.register_profile("ci", derandomize=True, print_blob=True)
+if os.environ.get("CI"):
+    hypothesis_settings.load_profile("ci")
 
 from patron_tui.store import ChangesetWriter, Store, utc_now
 
