@@ -1,0 +1,1 @@
+"""Patron imports: properties files, CSV decoding, the import engine and the converter."""
