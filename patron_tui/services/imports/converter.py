@@ -20,7 +20,9 @@ from __future__ import annotations
 import codecs
 import csv
 import io
+import os
 import re
+import tempfile
 import unicodedata
 from collections import Counter
 from dataclasses import dataclass, field
@@ -239,14 +241,22 @@ def _detect_header(rows: list[list[str]]) -> bool:
     return len(rows) == 1 or all(not any(ch.isdigit() for ch in c) for c in cells)
 
 
-def sniff(path: str | Path, *, sample_bytes: int = 65536) -> Sniffed:
-    """Look at the first `sample_bytes` of a CSV file: encoding, delimiter, header, sample rows."""
+def sniff(path: str | Path, *, sample_bytes: int = 65536, encoding: str | None = None) -> Sniffed:
+    """Look at the first `sample_bytes` of a CSV file: encoding, delimiter, header, sample rows.
+
+    With `encoding` (the operator's choice) the sample is read in that encoding
+    instead of the detected one.
+    """
     path = Path(path)
     with path.open("rb") as f:
         raw = f.read(sample_bytes + 1)
     at_eof = len(raw) <= sample_bytes
     raw = raw[:sample_bytes]
-    encoding, confidence, reason, bom = _detect_encoding(raw, at_eof)
+    if encoding is None:
+        encoding, confidence, reason, bom = _detect_encoding(raw, at_eof)
+    else:
+        codecs.lookup(encoding)  # LookupError names an unknown encoding
+        confidence, reason, bom = 1.0, "chosen by the operator", None
     text = codecs.getincrementaldecoder(encoding)("replace").decode(raw, final=at_eof)
     if not at_eof:  # drop the partial last line
         cut = max(text.rfind("\n"), text.rfind("\r"))
@@ -720,3 +730,21 @@ def preview(path: str | Path, sniffed: Sniffed, fields: dict[str, str], *, limit
                 problems.append(f"graduation_year {v!r} is not a year")
             out.append(PreviewRow(row=row_no, line=start, values=values, problems=problems))
     return out
+
+
+def save_properties(path: str | Path, text: str) -> Path:
+    """Write a properties file atomically: a temporary file beside it, then a rename.
+
+    The text `build_properties_text` makes is pure ASCII (non-ASCII as \\uXXXX)."""
+    path = Path(path)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w", encoding="ascii", newline="\n") as f:
+            f.write(text)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return path

@@ -6,11 +6,14 @@ Each says plainly what it will hold; none shows made-up data.
 from __future__ import annotations
 
 from textual.app import ComposeResult
+from textual.binding import Binding
 from textual.containers import Vertical
 from textual.content import Content
-from textual.widgets import Static
+from textual.widgets import OptionList, Static
+from textual.widgets.option_list import Option
 
 from patron_tui.ui.screens.base import SectionScreen
+from patron_tui.ui.screens.converter import ConverterScreen
 
 
 class _Planned(SectionScreen):
@@ -34,14 +37,39 @@ class BatchScreen(_Planned):
     )
 
 
-class JobsScreen(_Planned):
+class JobsScreen(SectionScreen):
+    """What the Jobs section offers now: the Import Converter; more arrives later."""
+
     SECTION = "jobs"
-    TEXT = (
-        "Jobs\n\n"
-        "Scheduled patron updates (directory or SFTP, weekly Full/Incremental schedule) and "
-        "the Job Manager are not available in this version yet. Runs started from "
-        "Utilities (5) are listed on Home (1) and stream into the log pane."
-    )
+    BINDINGS = [Binding("c", "open_converter", "Import Converter")]
+    DEFAULT_CSS = """
+    JobsScreen #jobs-title { padding: 1 2 0 2; height: auto; }
+    JobsScreen #jobs-list { height: auto; max-height: 6; margin: 1 2; }
+    JobsScreen #jobs-later { padding: 0 2; height: 1fr; color: $foreground-muted; }
+    """
+
+    def compose_body(self) -> ComposeResult:
+        yield Static(Content("Jobs"), id="jobs-title")
+        yield OptionList(
+            Option(Content("Import Converter — build a properties file from a CSV"), id="converter"),
+            id="jobs-list",
+        )
+        yield Static(Content(
+            "Enter opens the highlighted job (c: Import Converter). Scheduled patron updates "
+            "(directory or SFTP, weekly Full/Incremental schedule) and the Job Manager are not "
+            "available in this version yet. Runs started from Utilities (5) are listed on "
+            "Home (1) and stream into the log pane."
+        ), id="jobs-later")
+
+    def on_mount(self) -> None:
+        self.query_one("#jobs-list", OptionList).focus()
+
+    def on_option_list_option_selected(self, event: OptionList.OptionSelected) -> None:
+        if event.option.id == "converter":
+            self.action_open_converter()
+
+    def action_open_converter(self) -> None:
+        self.app.push_screen(ConverterScreen())
 
 
 class LogScreen(SectionScreen):
