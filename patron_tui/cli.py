@@ -44,6 +44,7 @@ def build_parser() -> argparse.ArgumentParser:
     check.add_argument("--json", action="store_true", help="print the run's result as JSON")
 
     _add_query(sub)
+    _add_import(sub)
 
     sets = sub.add_parser("sets", help="list the saved query sets")
     _add_db(sets)
@@ -86,6 +87,31 @@ def _add_query(sub) -> None:
                        help="rows to show, in the table or the JSON (default 50; 0 shows all)")
 
 
+def _add_import(sub) -> None:
+    imp = sub.add_parser(
+        "import", help="import a patron CSV file (Full or Incremental) with a properties file",
+        description="Import FILE into the patron store as one run. A bad properties file exits 2 "
+        "with path:line: messages; a failed run exits 2 and changes nothing.",
+    )
+    _add_db(imp)
+    imp.add_argument("file", metavar="FILE", help="the patron CSV file")
+    imp.add_argument("--properties", required=True, metavar="P", help="the import properties file")
+    imp.add_argument("--mode", choices=("full", "incremental"), default="full",
+                     help="full: every record; incremental: only records new or changed (default full)")
+    imp.add_argument("--encoding", metavar="ENC", help="the file's encoding (overrides the properties file's)")
+    imp.add_argument("--dry-run", action="store_true", help="do everything, report, then change nothing")
+    imp.add_argument("--errors-only", action="store_true",
+                     help="keep only errors, warnings and skipped records in the job summary")
+    imp.add_argument("--json", action="store_true", help="print the run's summary as one JSON object")
+
+    summ = sub.add_parser("summary", help="print the job summary of a run")
+    _add_db(summ)
+    summ.add_argument("run_id", type=int, metavar="RUN_ID")
+    summ.add_argument("--errors-only", action="store_true", help="only errors, warnings and skipped records")
+    summ.add_argument("--csv", metavar="FILE", help="export the messages as CSV to FILE ('-': standard output)")
+    summ.add_argument("--json", action="store_true", help="print one JSON object: the run and its messages")
+
+
 def main(argv: list[str] | None = None) -> int:
     try:
         return _main(argv)
@@ -110,6 +136,10 @@ def _main(argv: list[str] | None) -> int:
         return _cmd_query(db_path, args, parser)
     if args.command == "sets":
         return _cmd_sets(db_path, args)
+    if args.command == "import":
+        return _cmd_import(db_path, args)
+    if args.command == "summary":
+        return _cmd_summary(db_path, args)
     parser.error(f"unknown command {args.command}")
     return 2
 
@@ -378,6 +408,124 @@ def _cmd_sets(db_path: Path, args: argparse.Namespace) -> int:
         state = f"frozen {qs.frozen_at[:16]}, {qs.member_count} patrons" if qs.frozen else "live"
         print(f"{visible(qs.name)}  ({state}; by {visible(qs.created_by)})")
         print(f"    {visible(qs.statement) or '(all patrons)'}")
+    return 0
+
+
+# -- import, summary --------------------------------------------------------------------
+
+_SUMMARY_FIELDS = ("read", "added", "updated", "unchanged", "skipped", "errors", "warnings", "conflicts")
+
+
+def _cmd_import(db_path: Path, args: argparse.Namespace) -> int:
+    from patron_tui.models import MESSAGE_KINDS
+    from patron_tui.runs import RunEngine
+    from patron_tui.services.imports.engine import IMPORT_KIND, run_import
+    from patron_tui.services.imports.properties import PropertiesError, load_properties, normalize_encoding
+    from patron_tui.store import Store, StoreError
+    from patron_tui.textsafe import visible
+
+    try:
+        mapping = load_properties(args.properties)
+    except PropertiesError as exc:
+        return _fail_data(str(exc))
+    except OSError as exc:
+        return _fail_data(f"{args.properties}: {exc.strerror or exc}")
+    if args.encoding:
+        try:
+            normalize_encoding(args.encoding)
+        except ValueError as exc:
+            return _fail_data(f"--encoding: {exc}")
+    if not Path(args.file).is_file():
+        return _fail_data(f"{args.file}: no such file")
+    store = Store(db_path)
+    try:
+        store.connect().close()
+    except StoreError as exc:
+        return _fail(str(exc))
+    engine = RunEngine(store, pool_size=args.workers)
+    if not args.json:
+        def show(event) -> None:
+            if event.kind not in MESSAGE_KINDS:
+                return
+            where = f"line {event.line} " if event.line else ""
+            where += f"[{visible(event.barcode)}] " if event.barcode else ""
+            try:
+                print(f"{event.kind.value:8} {event.code:20} {where}{visible(event.text)}", flush=True)
+            except BrokenPipeError:
+                pass
+        engine.subscribe(show)
+    path = str(Path(args.file).resolve())
+    title = f"Import {Path(args.file).name} ({args.mode}{', dry run' if args.dry_run else ''})"
+    try:
+        handle = engine.execute(
+            IMPORT_KIND, title,
+            lambda ctx: run_import(ctx, path=path, mapping=mapping, mode=args.mode, dry_run=args.dry_run,
+                                   encoding=args.encoding, summary_errors_only=args.errors_only),
+            params={"file": path, "properties": str(Path(args.properties).resolve()), "mode": args.mode,
+                    "dry_run": args.dry_run, "encoding": args.encoding, "errors_only": args.errors_only},
+            mode=args.mode,
+        )
+    finally:
+        engine.shutdown()
+    s = handle.summary
+    if args.json:
+        out = {"run_id": handle.run_id, "status": handle.status.value, "mode": args.mode,
+               "dry_run": args.dry_run, "error": handle.error}
+        out.update({k: s.get(k, 0) for k in _SUMMARY_FIELDS})
+        out.update({k: v for k, v in s.items() if k not in out and k != "messages"})
+        print(json.dumps(out, indent=2))
+    else:
+        counts = ", ".join(f"{s.get(k, 0)} {k}" for k in _SUMMARY_FIELDS)
+        print(f"run {handle.run_id}: {handle.status.value}{' (dry run: nothing changed)' if args.dry_run else ''}"
+              f": {counts}")
+    if handle.status.value != "succeeded":
+        if not args.json:
+            _fail_data(handle.error or handle.status.value)
+        return 2
+    return 0
+
+
+def _cmd_summary(db_path: Path, args: argparse.Namespace) -> int:
+    from patron_tui.services.imports.summary import SummaryError, load_summary, messages_csv
+    from patron_tui.textsafe import visible
+
+    conn, operator = _connect(db_path)
+    if conn is None:
+        return _fail(operator)
+    try:
+        if args.csv is not None:
+            if args.csv == "-":
+                messages_csv(conn, args.run_id, sys.stdout, errors_only=args.errors_only)
+            else:
+                with open(Path(args.csv).expanduser(), "w", encoding="utf-8", newline="") as f:
+                    n = messages_csv(conn, args.run_id, f, errors_only=args.errors_only)
+                print(f"{n} messages written to {args.csv}", file=sys.stderr if args.json else sys.stdout)
+            if args.csv == "-" or not args.json:
+                return 0
+        data = load_summary(conn, args.run_id, errors_only=args.errors_only)
+    except SummaryError as exc:
+        return _fail(str(exc))
+    except OSError as exc:
+        return _fail_data(f"{args.csv}: {exc.strerror or exc}")
+    finally:
+        conn.close()
+    run = data["run"]
+    if args.json:
+        print(json.dumps({"run_id": run["id"], "kind": run["kind"], "title": run["title"],
+                          "status": run["status"], "mode": run["mode"], "error": run["error"],
+                          "started_at": run["started_at"], "finished_at": run["finished_at"],
+                          "summary": run["summary"], "messages": data["messages"]}, indent=2))
+        return 0
+    s = run["summary"]
+    print(f"run {run['id']}: {visible(run['title'])} - {run['status']}"
+          + (f" ({visible(run['error'])})" if run["error"] else ""))
+    if any(k in s for k in _SUMMARY_FIELDS):
+        print("  " + ", ".join(f"{s.get(k, 0)} {k}" for k in _SUMMARY_FIELDS)
+              + (f"; {s['duration_s']} s" if "duration_s" in s else ""))
+    for m in data["messages"]:
+        where = f"line {m['line']} " if m["line"] else ""
+        where += f"[{visible(m['barcode'])}] " if m["barcode"] else ""
+        print(f"{m['level']:8} {m['code']:20} {where}{visible(m['text'])}")
     return 0
 
 

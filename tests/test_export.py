@@ -174,7 +174,9 @@ def test_chosen_columns_in_the_chosen_order(conn, tmp_path):
 def test_columns_available_is_the_schema_without_secrets(conn):
     schema = [r["name"] for r in conn.execute("PRAGMA table_info(patrons)")]
     names = [name for name, _ in export.columns_available()]
-    assert names == [c for c in schema if c not in ("password_hash", "picture", "is_system")] + ["balance"]
+    # import_fingerprint and flagged (schema v3) are the import engine's bookkeeping, not exported
+    internal = ("password_hash", "picture", "is_system", "import_fingerprint", "flagged")
+    assert names == [c for c in schema if c not in internal] + ["balance"]
     assert all(label for _, label in export.columns_available())
     assert set(export.DEFAULT_COLUMNS) <= set(names)
 

@@ -335,9 +335,18 @@ _V2 = (
     "CREATE INDEX notes_patron_type ON notes(patron_id, note_type)",
 )
 
+# The import engine (services/imports/engine.py): a content fingerprint of the mapped fields
+# a patron was last imported with (Incremental skips records whose fingerprint is unchanged),
+# and a free-text flag for patrons that need staff attention (barcode conflicts, later).
+_V3 = (
+    "ALTER TABLE patrons ADD COLUMN import_fingerprint TEXT",
+    "ALTER TABLE patrons ADD COLUMN flagged TEXT",
+)
+
 MIGRATIONS: tuple[Migration, ...] = (
     Migration(1, "patron store, reference tables, catalog, jobs, runs, journal", _V1),
     Migration(2, "indexes for search statements", _V2),
+    Migration(3, "import fingerprint and flag columns on patrons", _V3),
 )
 
 SCHEMA_VERSION = MIGRATIONS[-1].version

@@ -1,0 +1,369 @@
+"""The import engine (services/imports/engine.py) run on the real run engine and store."""
+
+from __future__ import annotations
+
+import io
+from pathlib import Path
+
+import pytest
+
+from patron_tui.runs import RunEngine
+from patron_tui.services.imports import engine as engine_mod
+from patron_tui.services.imports.engine import run_import
+from patron_tui.services.imports.summary import load_summary, messages_csv
+from patron_tui.store import ChangesetWriter, Store
+
+from tests.conftest import add_patrons
+
+SAMPLES = Path(__file__).resolve().parent.parent / "sample_data"
+
+PROPS = """\
+encoding=utf-8
+match=district_id
+date_format=%m/%d/%Y
+field.district_id=ID
+field.barcode=Barcode
+field.last_name=Last
+field.first_name=First
+field.site=School
+field.grade=Grade
+field.email=Email
+field.birthdate=Birthdate
+required=barcode,last_name
+{extra}
+"""
+HEADER = "ID,Barcode,Last,First,School,Grade,Email,Birthdate\n"
+
+
+@pytest.fixture
+def store(tmp_path: Path) -> Store:
+    store = Store.create(tmp_path / "district.db", operator="tester")
+    conn = store.connect()
+    with ChangesetWriter(conn, operator="tester", run_id=None) as w:
+        w.insert("sites", {"code": "HS", "name": "High School"})
+        w.insert("sites", {"code": "ELM", "name": "Elm Elementary"})
+    conn.close()
+    add_patrons(store, [
+        {"district_id": "D1", "barcode": "B1", "last_name": "Able", "first_name": "Ann", "site": "HS",
+         "grade": "9", "email": "ann@old.example"},
+        {"district_id": "D2", "barcode": "B2", "last_name": "Baker", "first_name": "Bob", "site": "ELM",
+         "grade": "3", "email": ""},
+    ])
+    return store
+
+
+@pytest.fixture
+def engine(store: Store):
+    eng = RunEngine(store, pool_size=2)
+    yield eng
+    eng.shutdown()
+
+
+def write(tmp_path: Path, rows: list[str], *, extra: str = "", name: str = "in.csv") -> tuple[Path, Path]:
+    csv_path = tmp_path / name
+    csv_path.write_text(HEADER + "".join(r + "\n" for r in rows), encoding="utf-8")
+    props = tmp_path / (name + ".properties")
+    props.write_text(PROPS.format(extra=extra), encoding="utf-8")
+    return csv_path, props
+
+
+def run(engine: RunEngine, csv_path, props, **kw):
+    handle = engine.execute("import", "Import", lambda ctx: run_import(
+        ctx, path=csv_path, properties_path=props, **kw))
+    return handle
+
+
+def patron(store: Store, **where) -> dict | None:
+    conn = store.connect()
+    try:
+        (col, value), = where.items()
+        row = conn.execute(f"SELECT * FROM patrons WHERE {col} = ?", (value,)).fetchone()
+        return dict(row) if row else None
+    finally:
+        conn.close()
+
+
+def messages(store: Store, run_id: int, level: str | None = None) -> list[dict]:
+    conn = store.connect()
+    try:
+        return [m for m in load_summary(conn, run_id)["messages"] if level is None or m["level"] == level]
+    finally:
+        conn.close()
+
+
+def dump(path: Path) -> list[str]:
+    import sqlite3
+    conn = sqlite3.connect(path)
+    try:
+        # the run bookkeeping (runs, run_messages) is written on purpose; patron data must not be
+        return [line for line in conn.iterdump()
+                if not line.startswith(('INSERT INTO "runs"', 'INSERT INTO "run_messages"'))]
+    finally:
+        conn.close()
+
+
+ROWS = [
+    "D1,B1,Able,Ann,HS,10,ann@new.example,01/02/2010",   # update: grade, email, birthdate
+    "D2,B2,Baker,Bob,ELM,3,,",                            # unchanged
+    "D3,B3,Carter,Cleo,HS,9,cleo@example,03/04/2010",     # add
+]
+
+
+def test_full_adds_updates_and_unchanged(store, engine, tmp_path):
+    csv_path, props = write(tmp_path, ROWS)
+    h = run(engine, csv_path, props)
+    assert h.status.value == "succeeded", h.error
+    s = h.summary
+    assert (s["read"], s["added"], s["updated"], s["unchanged"], s["skipped"]) == (3, 1, 1, 1, 0)
+    assert s["mode"] == "full" and s["dry_run"] is False and s["conflicts"] == 0
+    ann = patron(store, district_id="D1")
+    assert (ann["grade"], ann["email"], ann["birthdate"]) == ("10", "ann@new.example", "2010-01-02")
+    cleo = patron(store, district_id="D3")
+    assert cleo["site"] == "HS" and cleo["status"] == "Active" and cleo["created_at"] and cleo["updated_at"]
+    for did in ("D1", "D2", "D3"):
+        assert patron(store, district_id=did)["last_seen_import_at"], did
+    conn = store.connect()
+    journal = conn.execute(
+        "SELECT op, row_key FROM change_journal WHERE run_id = ? AND table_name = 'patrons'", (h.run_id,)
+    ).fetchall()
+    conn.close()
+    ops = {(r["op"], r["row_key"]) for r in journal}
+    assert ("insert", str(cleo["id"])) in ops and ("update", str(ann["id"])) in ops
+    infos = messages(store, h.run_id, "info")
+    assert {m["code"] for m in infos} >= {"added", "updated"}
+
+
+def test_incremental_after_full_is_all_unchanged_then_a_change_updates(store, engine, tmp_path):
+    csv_path, props = write(tmp_path, ROWS)
+    assert run(engine, csv_path, props).status.value == "succeeded"
+    before = {did: patron(store, district_id=did) for did in ("D1", "D2", "D3")}
+    h = run(engine, csv_path, props, mode="incremental")
+    assert (h.summary["unchanged"], h.summary["added"], h.summary["updated"]) == (3, 0, 0)
+    for did, old in before.items():
+        new = patron(store, district_id=did)
+        assert new["last_seen_import_at"] >= old["last_seen_import_at"]
+        assert {k: v for k, v in new.items() if k != "last_seen_import_at"} == \
+               {k: v for k, v in old.items() if k != "last_seen_import_at"}
+    csv2, props2 = write(tmp_path, [ROWS[0], "D2,B2,Baker,Robert,ELM,3,,", ROWS[2]], name="in2.csv")
+    h = run(engine, csv2, props2, mode="incremental")
+    assert (h.summary["unchanged"], h.summary["updated"]) == (2, 1)
+    assert patron(store, district_id="D2")["first_name"] == "Robert"
+
+
+def test_duplicate_key_in_file_first_wins(store, engine, tmp_path):
+    csv_path, props = write(tmp_path, ["D5,B5,First,One,HS,,,", "D5,B6,Second,Two,HS,,,"])
+    h = run(engine, csv_path, props)
+    assert (h.summary["added"], h.summary["skipped"]) == (1, 1)
+    assert patron(store, district_id="D5")["last_name"] == "First"
+    (m,) = messages(store, h.run_id, "skipped")
+    assert m["code"] == "duplicate_in_file" and m["line"] == 3 and "line 2" in m["text"]
+
+
+def test_barcode_conflict_keeps_both_patrons(store, engine, tmp_path):
+    ann_before = patron(store, district_id="D1")
+    # an existing patron (D2) and a new one (D9) both claim Ann's barcode
+    csv_path, props = write(tmp_path, ["D2,B1,Baker,Bob,ELM,3,,", "D9,B1,Newman,Nia,HS,,,"])
+    h = run(engine, csv_path, props)
+    assert (h.summary["skipped"], h.summary["conflicts"], h.summary["added"]) == (2, 2, 0)
+    assert patron(store, district_id="D1") == ann_before
+    assert patron(store, district_id="D2")["barcode"] == "B2"
+    assert patron(store, district_id="D9") is None
+    skipped = messages(store, h.run_id, "skipped")
+    assert [m["code"] for m in skipped] == ["barcode_conflict"] * 2
+    assert "Able, Ann" in skipped[1]["text"] and "line 3" in skipped[1]["text"]
+
+
+def test_barcode_conflict_inside_the_file(store, engine, tmp_path):
+    csv_path, props = write(tmp_path, ["D7,B7,Seven,S,HS,,,", "D8,B7,Eight,E,HS,,,"])
+    h = run(engine, csv_path, props)
+    assert (h.summary["added"], h.summary["conflicts"]) == (1, 1)
+    assert patron(store, district_id="D8") is None
+
+
+def test_unknown_site_goes_to_union_site_with_a_warning(store, engine, tmp_path):
+    csv_path, props = write(tmp_path, ["D4,B4,Dunn,Dee,ZZZ,,,"])
+    h = run(engine, csv_path, props)
+    assert h.summary["added"] == 1 and h.summary["warnings"] == 1
+    assert patron(store, district_id="D4")["site"] == "UNION"
+    (w,) = messages(store, h.run_id, "warning")
+    assert w["code"] == "union_site" and w["barcode"] == "B4" and "ZZZ" in w["text"]
+
+
+def test_skipped_reasons(store, engine, tmp_path):
+    csv_path, props = write(tmp_path, [
+        "D4,,Dunn,Dee,HS,,,",              # missing barcode (required)
+        "D5,B5,Eve,E,HS,,,02/30/2010",     # bad date
+        "D6,B6,Fox,F,HS,99,,",             # grade not in the grade table
+        "D7,B7,Gray",                      # ragged row
+    ])
+    h = run(engine, csv_path, props)
+    assert h.status.value == "succeeded"
+    assert (h.summary["read"], h.summary["skipped"], h.summary["added"]) == (4, 4, 0)
+    codes = [m["code"] for m in messages(store, h.run_id, "skipped")]
+    assert codes == ["missing_required", "bad_date", "unknown_code", "ragged_row"]
+    assert h.summary["by_code"]["bad_date"] == 1
+
+
+def test_require_district_id_setting(store, engine, tmp_path):
+    conn = store.connect()
+    with ChangesetWriter(conn, operator="tester", run_id=None) as w:
+        w.update("settings", "require_district_id", {"value": "on"})
+    conn.close()
+    csv_path, props = write(tmp_path, [",B8,Hale,H,HS,,,", "D9,B9,Ives,I,HS,,,"])
+    h = run(engine, csv_path, props)
+    assert (h.summary["added"], h.summary["skipped"]) == (1, 1)
+    assert messages(store, h.run_id, "skipped")[0]["code"] == "missing_district_id"
+
+
+def test_without_district_id_a_record_matches_on_barcode(store, engine, tmp_path):
+    csv_path, props = write(tmp_path, [",B2,Baker,Bobby,ELM,3,,"])
+    h = run(engine, csv_path, props)
+    assert h.summary["updated"] == 1
+    bob = patron(store, barcode="B2")
+    assert bob["first_name"] == "Bobby" and bob["district_id"] == "D2"
+
+
+def test_protected_fields_are_only_filled_when_empty(store, engine, tmp_path):
+    csv_path, props = write(tmp_path, [
+        "D1,B1,Able,Ann,HS,9,ann@school.example,",
+        "D2,B2,Baker,Bob,ELM,3,bob@school.example,",
+    ], extra="protect=email")
+    h = run(engine, csv_path, props)
+    assert h.status.value == "succeeded"
+    assert patron(store, district_id="D1")["email"] == "ann@old.example"    # staff's value stays
+    assert patron(store, district_id="D2")["email"] == "bob@school.example"  # empty: filled
+
+
+def test_columns_the_file_does_not_carry_are_left_alone(store, engine, tmp_path):
+    csv_path = tmp_path / "narrow.csv"
+    csv_path.write_text("ID,Barcode,Last,First\nD1,B1,Able,Annie\n", encoding="utf-8")
+    props = tmp_path / "narrow.properties"
+    props.write_text("match=district_id\nfield.district_id=ID\nfield.barcode=Barcode\n"
+                     "field.last_name=Last\nfield.first_name=First\n", encoding="utf-8")
+    h = run(engine, csv_path, props)
+    assert h.summary["updated"] == 1
+    ann = patron(store, district_id="D1")
+    assert (ann["first_name"], ann["email"], ann["grade"], ann["site"]) == ("Annie", "ann@old.example", "9", "HS")
+
+
+def test_dry_run_changes_nothing_and_reports_the_same(store, engine, tmp_path):
+    rows = ROWS + ["D9,B1,Newman,Nia,HS,,,", "D4,B4,Dunn,Dee,ZZZ,,,", "D5,,x,y,HS,,,"]
+    csv_path, props = write(tmp_path, rows)
+    before = dump(store.path)
+    dry = run(engine, csv_path, props, dry_run=True)
+    assert dry.status.value == "succeeded"
+    assert dump(store.path) == before
+    real = run(engine, csv_path, props)
+    keys = ("read", "added", "updated", "unchanged", "skipped", "conflicts", "warnings", "errors", "by_code")
+    assert {k: dry.summary[k] for k in keys} == {k: real.summary[k] for k in keys}
+    assert dry.summary["dry_run"] is True and real.summary["added"] == 2
+
+
+def test_a_missing_mapped_column_fails_and_changes_nothing(store, engine, tmp_path):
+    csv_path = tmp_path / "bad.csv"
+    csv_path.write_text("ID,Barcode,Last\nD3,B3,Carter\n", encoding="utf-8")
+    _, props = write(tmp_path, [])
+    before = dump(store.path)
+    h = run(engine, csv_path, props)
+    assert h.status.value == "failed"
+    assert "bad.csv:1:" in h.error and "First" in h.error
+    assert dump(store.path) == before
+
+
+def test_an_exception_mid_write_rolls_everything_back(store, engine, tmp_path, monkeypatch):
+    rows = [f"N{i},NB{i},Last{i},First{i},HS,,," for i in range(30)] + ROWS
+    csv_path, props = write(tmp_path, rows)
+    before = dump(store.path)
+    real_apply = engine_mod._Import.apply
+    calls = {"n": 0}
+
+    def failing_apply(self, writer, chunk):
+        calls["n"] += 1
+        if calls["n"] == 3:
+            raise RuntimeError("disk on fire")
+        return real_apply(self, writer, chunk)
+
+    monkeypatch.setattr(engine_mod._Import, "apply", failing_apply)
+    h = engine.execute("import", "Import", lambda ctx: run_import(
+        ctx, path=csv_path, properties_path=props, chunk_size=10))
+    assert h.status.value == "failed" and "disk on fire" in h.error
+    assert dump(store.path) == before
+    conn = store.connect()
+    assert conn.execute("SELECT status FROM runs WHERE id = ?", (h.run_id,)).fetchone()[0] == "failed"
+    conn.close()
+
+
+def test_cancel_rolls_back(store, engine, tmp_path, monkeypatch):
+    rows = [f"N{i},NB{i},Last{i},First{i},HS,,," for i in range(30)]
+    csv_path, props = write(tmp_path, rows)
+    before = dump(store.path)
+    real_apply = engine_mod._Import.apply
+
+    def cancelling_apply(self, writer, chunk):
+        real_apply(self, writer, chunk)
+        self.ctx.cancel_event.set()
+
+    monkeypatch.setattr(engine_mod._Import, "apply", cancelling_apply)
+    h = engine.execute("import", "Import", lambda ctx: run_import(
+        ctx, path=csv_path, properties_path=props, chunk_size=10))
+    assert h.status.value == "cancelled"
+    assert dump(store.path) == before
+
+
+def test_errors_only_drops_the_per_patron_messages_and_csv_export(store, engine, tmp_path):
+    csv_path, props = write(tmp_path, ROWS + ["D9,B1,Newman,Nia,HS,,,"])
+    h = run(engine, csv_path, props, summary_errors_only=True)
+    assert not [m for m in messages(store, h.run_id, "info") if m["code"] in ("added", "updated")]
+    conn = store.connect()
+    out = io.StringIO()
+    n = messages_csv(conn, h.run_id, out, errors_only=True)
+    conn.close()
+    lines = out.getvalue().splitlines()
+    assert lines[0] == "line,barcode,level,code,text" and n == 1
+    assert lines[1].startswith("5,B1,skipped,barcode_conflict,")
+
+
+def test_sample_files_arrive_intact_in_the_demo_district(tmp_path):
+    from patron_tui.services.demo import build_demo
+
+    db = tmp_path / "demo.db"
+    build_demo(db, patrons=2000, seed=1)
+    store = Store(db)
+    students = tmp_path / "students.properties"
+    students.write_text(
+        "encoding=windows-1252\nmatch=district_id\ndate_format=%m/%d/%Y\n"
+        "field.district_id=Student ID\nfield.barcode=Student Barcode\nfield.last_name=Last Name\n"
+        "field.first_name=First Name\nfield.nickname=Nickname\nfield.grade=Grade\nfield.site=School\n"
+        "field.homeroom=Homeroom\nfield.graduation_year=Graduation Year\nfield.birthdate=Birthdate\n"
+        "field.email=Email\ndefault.patron_type=Student\nrequired=barcode,last_name,district_id\n",
+        encoding="utf-8")
+    staff = tmp_path / "staff.properties"
+    staff.write_text(
+        "encoding=utf-8-sig\nmatch=district_id\ndate_format=%m/%d/%Y\n"
+        "field.district_id=Employee ID\nfield.barcode=Staff Barcode\nfield.last_name=Last Name\n"
+        "field.first_name=First Name\nfield.nickname=Nickname\nfield.patron_type=Patron Type\n"
+        "field.site=School\nfield.homeroom=Room\nfield.email=Email\nfield.phone=Phone\n"
+        "field.birthdate=Birthdate\nrequired=barcode,last_name\n", encoding="utf-8")
+    eng = RunEngine(store, pool_size=2)
+    try:
+        h1 = eng.execute("import", "Students", lambda ctx: run_import(
+            ctx, path=SAMPLES / "students_windows1252.csv", properties_path=students))
+        h2 = eng.execute("import", "Staff", lambda ctx: run_import(
+            ctx, path=SAMPLES / "staff_utf8_bom.csv", properties_path=staff))
+    finally:
+        eng.shutdown()
+    assert h1.status.value == "succeeded" and h2.status.value == "succeeded"
+    s = h1.summary
+    assert s["read"] == 120 and s["updated"] >= 1 and s["added"] >= 90
+    assert s["conflicts"] == 1 and s["by_code"]["union_site"] == 3 and s["by_code"]["bad_date"] == 1
+    assert s["read"] == s["added"] + s["updated"] + s["unchanged"] + s["skipped"]
+    conn = store.connect()
+    names = {(r[0], r[1]) for r in conn.execute("SELECT last_name, first_name FROM patrons")}
+    nick = {r[0] for r in conn.execute("SELECT nickname FROM patrons")}
+    conn.close()
+    for name in [("Müller", "José"), ("Hernández", "Zoë"), ("St. John", "François"), ("Carter, Jr.", "Søren"),
+                 ("O\u2019Neil", "Björn"), ("García-López", "Gabriel"),
+                 ("Nguyễn", "Ngọc"), ("Wiśniewski", "Łukasz"), ("Łukaszewicz", "Małgorzata")]:
+        assert name in names, name
+    assert 'Jimmy "J.J."' in nick and "[b]Coach[/b]" in nick
+    assert h2.summary["by_code"].get("union_site") == 1
