@@ -46,6 +46,14 @@ def build_parser() -> argparse.ArgumentParser:
     _add_query(sub)
     _add_import(sub)
 
+    conv = sub.add_parser("convert", help="Import Converter: guess a properties file from a patron CSV")
+    conv.add_argument("file", metavar="FILE", help="the patron CSV file")
+    conv.add_argument("--out", metavar="P.properties", help="where to write (default: FILE with .properties)")
+    conv.add_argument("--encoding", help="read the CSV in this encoding instead of the detected one")
+    conv.add_argument("--force", action="store_true", help="replace an existing properties file")
+    conv.add_argument("--json", action="store_true",
+                      help="print what was detected and guessed as JSON (the file is still written)")
+
     sets = sub.add_parser("sets", help="list the saved query sets")
     _add_db(sets)
     sets.add_argument("--json", action="store_true", help="print the sets as JSON")
@@ -140,8 +148,63 @@ def _main(argv: list[str] | None) -> int:
         return _cmd_import(db_path, args)
     if args.command == "summary":
         return _cmd_summary(db_path, args)
+    if args.command == "convert":
+        return _cmd_convert(args)
     parser.error(f"unknown command {args.command}")
     return 2
+
+
+def _cmd_convert(args: argparse.Namespace) -> int:
+    from patron_tui.services.imports.converter import (
+        build_properties_text,
+        guess_mapping,
+        preview,
+        save_properties,
+        sniff,
+    )
+    from patron_tui.services.imports.properties import PropertiesError, parse_properties
+    from patron_tui.textsafe import visible
+
+    src = Path(args.file).expanduser()
+    out = Path(args.out).expanduser() if args.out else src.with_suffix(".properties")
+    if not src.is_file():
+        return _fail(f"{src}: no such file")
+    if out.exists() and not args.force:
+        return _fail(f"{out} exists; use --force to replace it")
+    try:
+        sniffed = sniff(src, encoding=args.encoding)
+    except (OSError, LookupError) as exc:
+        return _fail(f"{src}: {exc}")
+    if not sniffed.header:
+        return _fail(f"{src}: no columns found; is this a CSV file?")
+    guess = guess_mapping(sniffed.header)
+    text = build_properties_text(sniffed, guess, source_name=src.name)
+    try:
+        parse_properties(text, source=str(out))
+    except PropertiesError as exc:  # the guess itself is invalid: say so, write nothing
+        return _fail("the guessed mapping is not valid:\n" + "\n".join(exc.messages))
+    save_properties(out, text)
+    rows = preview(src, sniffed, guess.fields)
+    problems = [(r.line, p) for r in rows for p in r.problems]
+    if args.json:
+        print(json.dumps({
+            "file": str(src), "properties": str(out), "encoding": sniffed.encoding,
+            "encoding_reason": sniffed.encoding_reason, "delimiter": sniffed.delimiter_name,
+            "header": sniffed.has_header, "format": guess.recognised_format, "fields": guess.fields,
+            "unmapped": guess.unmapped, "notes": guess.notes,
+            "preview_problems": [{"line": line, "problem": p} for line, p in problems],
+        }, indent=2, ensure_ascii=False))
+        return 0
+    print(f"{visible(src)}: {sniffed.encoding} ({visible(sniffed.encoding_reason)}), "
+          f"delimiter {sniffed.delimiter_name!r}, format {guess.recognised_format or 'not recognised'}")
+    for field, column in guess.fields.items():
+        print(f"  {field:18} <- {visible(column)}")
+    for column in guess.unmapped:
+        print(f"  {'(not imported)':18} <- {visible(column)}")
+    for line, problem in problems:
+        print(f"  preview line {line}: {visible(problem)}")
+    print(f"wrote {visible(out)}; check it, then: patron-tui import {visible(src)} --properties {visible(out)}")
+    return 0
 
 
 def _fail(message: str) -> int:
