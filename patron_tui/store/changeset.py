@@ -426,15 +426,20 @@ class ChangesetWriter:
             cur = self.conn.execute(
                 "INSERT INTO change_journal (run_id, operator, ts, table_name, row_key, op, before, after)"
                 f" SELECT ?, ?, ?, ?, CAST(t.{_ident(key_col)} AS TEXT), 'update', {before},"
-                f" {after} FROM temp._cw_change c JOIN {_ident(table)} t ON t.{_ident(key_col)} = c.k"
+                f" {after} FROM temp._cw_change c CROSS JOIN {_ident(table)} t ON t.{_ident(key_col)} = c.k"
                 f" WHERE {differs}",
                 (self.run_id, self.operator, self.ts, table),
             )
             changed += cur.rowcount
-            sets = ", ".join(f"{_ident(c)} = c.v{i}" for i, c in enumerate(cols))
+            # driven by the change table (CROSS JOIN keeps it the outer loop): an
+            # UPDATE ... FROM let SQLite scan the whole target table once per batch
+            key = _ident(key_col)
+            targets = ", ".join(_ident(c) for c in cols)
             self.conn.execute(
-                f"UPDATE {_ident(table)} AS t SET {sets} FROM temp._cw_change c"
-                f" WHERE t.{_ident(key_col)} = c.k AND ({differs})"
+                f"UPDATE {_ident(table)} SET ({targets}) ="
+                f" (SELECT {values} FROM temp._cw_change WHERE k = {_ident(table)}.{key})"
+                f" WHERE {key} IN (SELECT c.k FROM temp._cw_change c CROSS JOIN {_ident(table)} t"
+                f" ON t.{key} = c.k WHERE {differs})"
             )
             self.conn.execute("DROP TABLE temp._cw_change")
         groups.clear()
