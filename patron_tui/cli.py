@@ -207,6 +207,27 @@ def _cmd_convert(args: argparse.Namespace) -> int:
     return 0
 
 
+def _print_messages(engine) -> None:
+    """Stream a run's messages to standard output as they happen (data made visible)."""
+    from patron_tui.models import MESSAGE_KINDS
+    from patron_tui.textsafe import visible
+
+    reader_gone = False
+
+    def show(event) -> None:
+        nonlocal reader_gone
+        if reader_gone or event.kind not in MESSAGE_KINDS:
+            return
+        where = f"line {event.line} " if event.line else ""
+        where += f"[{visible(event.barcode)}] " if event.barcode else ""
+        try:
+            print(f"{event.kind.value:8} {event.code:22} {where}{visible(event.text)}", flush=True)
+        except BrokenPipeError:  # `| head`: stop printing, let the run finish
+            reader_gone = True
+
+    engine.subscribe(show)
+
+
 def _fail(message: str) -> int:
     print(f"patron-tui: {message}", file=sys.stderr)
     return 2
@@ -227,8 +248,6 @@ def _cmd_demo(db_path: Path, args: argparse.Namespace) -> int:
 
 
 def _cmd_check(db_path: Path, args: argparse.Namespace) -> int:
-    from patron_tui.models import MESSAGE_KINDS
-    from patron_tui.textsafe import visible
     from patron_tui.runs import RunEngine
     from patron_tui.services.check import CHECK_KIND, CHECK_TITLE, check_database
     from patron_tui.store import Store, StoreError
@@ -240,18 +259,7 @@ def _cmd_check(db_path: Path, args: argparse.Namespace) -> int:
         return _fail(str(exc))
     engine = RunEngine(store, pool_size=args.workers)
     if not args.json:
-        reader_gone = False
-
-        def show(event) -> None:
-            nonlocal reader_gone
-            if reader_gone or event.kind not in MESSAGE_KINDS:
-                return
-            where = f"[{visible(event.barcode)}] " if event.barcode else ""
-            try:
-                print(f"{event.kind.value:8} {event.code:22} {where}{visible(event.text)}", flush=True)
-            except BrokenPipeError:
-                reader_gone = True
-        engine.subscribe(show)
+        _print_messages(engine)
     try:
         handle = engine.execute(CHECK_KIND, CHECK_TITLE, check_database)
     finally:
@@ -480,12 +488,10 @@ _SUMMARY_FIELDS = ("read", "added", "updated", "unchanged", "skipped", "errors",
 
 
 def _cmd_import(db_path: Path, args: argparse.Namespace) -> int:
-    from patron_tui.models import MESSAGE_KINDS
     from patron_tui.runs import RunEngine
     from patron_tui.services.imports.engine import IMPORT_KIND, run_import
     from patron_tui.services.imports.properties import PropertiesError, load_properties, normalize_encoding
     from patron_tui.store import Store, StoreError
-    from patron_tui.textsafe import visible
 
     try:
         mapping = load_properties(args.properties)
@@ -507,16 +513,7 @@ def _cmd_import(db_path: Path, args: argparse.Namespace) -> int:
         return _fail(str(exc))
     engine = RunEngine(store, pool_size=args.workers)
     if not args.json:
-        def show(event) -> None:
-            if event.kind not in MESSAGE_KINDS:
-                return
-            where = f"line {event.line} " if event.line else ""
-            where += f"[{visible(event.barcode)}] " if event.barcode else ""
-            try:
-                print(f"{event.kind.value:8} {event.code:20} {where}{visible(event.text)}", flush=True)
-            except BrokenPipeError:
-                pass
-        engine.subscribe(show)
+        _print_messages(engine)
     path = str(Path(args.file).resolve())
     title = f"Import {Path(args.file).name} ({args.mode}{', dry run' if args.dry_run else ''})"
     try:
