@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import io
 from pathlib import Path
 
@@ -171,6 +173,25 @@ def test_barcode_conflict_keeps_both_patrons(store, engine, tmp_path):
     skipped = messages(store, h.run_id, "skipped")
     assert [m["code"] for m in skipped] == ["barcode_conflict"] * 2
     assert "Able, Ann" in skipped[1]["text"] and "line 3" in skipped[1]["text"]
+    # both conflicts are kept whole for resolution from the job summary
+    conn = store.connect()
+    rows = conn.execute("SELECT line, field, value, holder_id, target_id, incoming, status FROM import_conflicts"
+                        " WHERE run_id = ? ORDER BY line", (h.run_id,)).fetchall()
+    conn.close()
+    assert [(r[0], r[1], r[2], r[6]) for r in rows] == [(2, "barcode", "B1", "open"), (3, "barcode", "B1", "open")]
+    assert rows[0][3] == rows[1][3] == ann_before["id"]
+    assert rows[0][4] == patron(store, district_id="D2")["id"] and rows[1][4] is None
+    incoming = json.loads(rows[1][5])
+    assert incoming["fields"]["last_name"] == "Newman" and incoming["fields"]["barcode"] == "B1"
+
+
+def test_dry_run_keeps_no_conflicts(store, engine, tmp_path):
+    csv_path, props = write(tmp_path, ["D9,B1,Newman,Nia,HS,,,"])
+    h = run(engine, csv_path, props, dry_run=True)
+    assert h.summary["conflicts"] == 1
+    conn = store.connect()
+    assert conn.execute("SELECT count(*) FROM import_conflicts").fetchone()[0] == 0
+    conn.close()
 
 
 def test_barcode_conflict_inside_the_file(store, engine, tmp_path):

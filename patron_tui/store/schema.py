@@ -343,10 +343,33 @@ _V3 = (
     "ALTER TABLE patrons ADD COLUMN flagged TEXT",
 )
 
+_V4 = (
+    # one row per record an import skipped because a unique value (barcode, district ID,
+    # username) belongs to another patron: the incoming record is kept whole so the
+    # conflict can be resolved from the job summary (keep / move / edit)
+    """CREATE TABLE import_conflicts (
+        id INTEGER PRIMARY KEY,
+        run_id INTEGER NOT NULL REFERENCES runs(id) ON DELETE CASCADE,
+        line INTEGER,
+        field TEXT NOT NULL CHECK (field IN ('barcode', 'district_id', 'username')),
+        value TEXT NOT NULL,
+        holder_id INTEGER REFERENCES patrons(id) ON DELETE SET NULL,
+        target_id INTEGER REFERENCES patrons(id) ON DELETE SET NULL,
+        incoming TEXT NOT NULL,
+        status TEXT NOT NULL DEFAULT 'open' CHECK (status IN ('open', 'kept', 'moved', 'edited')),
+        new_value TEXT,
+        resolved_at TEXT,
+        resolved_by TEXT,
+        resolution_run_id INTEGER REFERENCES runs(id) ON DELETE SET NULL
+    )""",
+    "CREATE INDEX import_conflicts_run ON import_conflicts(run_id, status)",
+)
+
 MIGRATIONS: tuple[Migration, ...] = (
     Migration(1, "patron store, reference tables, catalog, jobs, runs, journal", _V1),
     Migration(2, "indexes for search statements", _V2),
     Migration(3, "import fingerprint and flag columns on patrons", _V3),
+    Migration(4, "import conflicts kept for resolution", _V4),
 )
 
 SCHEMA_VERSION = MIGRATIONS[-1].version

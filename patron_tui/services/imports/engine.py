@@ -99,6 +99,32 @@ def fingerprint(fields: dict[str, Any]) -> str:
     return hashlib.blake2b(text.encode("utf-8"), digest_size=16).hexdigest()
 
 
+def new_patron_row(fields: dict[str, Any], *, now: str, fingerprint: str | None) -> dict[str, Any]:
+    """The patrons row an import adds for a record's mapped `fields` (site already resolved)."""
+    row = {**_ADD_DEFAULTS}
+    for k, v in fields.items():
+        row[k] = (v or None) if k in UNIQUE_FIELDS else v
+    row.update(created_at=now, updated_at=now, last_seen_import_at=now, import_fingerprint=fingerprint)
+    return row
+
+
+def patron_changes(existing: dict[str, Any], fields: dict[str, Any], protect: Iterable[str]) -> dict[str, Any]:
+    """The columns an import changes on `existing` (a patrons row as a dict) for `fields`: a
+    blank barcode, district ID or username never clears a stored one, and a protected field
+    is only filled while it is empty. Empty when nothing differs."""
+    protect = protect if isinstance(protect, (set, frozenset)) else frozenset(protect)
+    diff: dict[str, Any] = {}
+    for k, v in fields.items():
+        if k in UNIQUE_FIELDS and not v:
+            continue
+        old = existing.get(k)
+        if k in protect and old not in (None, ""):
+            continue
+        if old != v:
+            diff[k] = v
+    return diff
+
+
 def _chunks(items: Iterable[Any], size: int) -> Iterator[list[Any]]:
     chunk: list[Any] = []
     for item in items:
@@ -302,6 +328,7 @@ class _Import:
         updates: list[tuple[int, dict[str, Any]]] = []
         stamps: list[tuple[int, dict[str, Any]]] = []
         infos: list[tuple[str, int, Any, int | None]] = []
+        conflicts: list[dict[str, Any]] = []
         match = self.mapping.match
         other = "barcode" if match == "district_id" else "district_id"
         for rec, fp in good:
@@ -328,7 +355,15 @@ class _Import:
                 continue
             target = existing["id"] if existing is not None else -line
             conflict = self._conflict(rec, stored, existing, target)
-            if conflict:
+            if conflict is not None:
+                fld, value, holder_id = conflict
+                conflicts.append({
+                    "run_id": self.ctx.run_id, "line": line, "field": fld, "value": value,
+                    "holder_id": holder_id, "target_id": existing["id"] if existing is not None else None,
+                    "incoming": json.dumps({"fields": self._site_silently(dict(f), existing), "fingerprint": fp,
+                                            "protect": sorted(self.protect), "mode": self.mode},
+                                           ensure_ascii=False, default=str),
+                })
                 continue
             # the record is accepted: claim its keys
             for fld in UNIQUE_FIELDS:
@@ -394,12 +429,23 @@ class _Import:
             writer.update_many("patrons", stamps)
         if adds:
             writer.insert_many("patrons", adds)
+        for conflict in conflicts:
+            writer.insert("import_conflicts", conflict)
         for text, line, barcode, pid in infos:
             code = "updated" if pid is not None else "added"
             ctx.info(text, code=code, line=line, barcode=str(barcode) if barcode else None, patron_id=pid)
 
-    def _conflict(self, rec: MappedRecord, stored, existing, target: int) -> bool:
-        """Skip the record when one of its unique values belongs to another patron."""
+    def _site_silently(self, values: dict[str, Any], existing) -> dict[str, Any]:
+        site = values.get("site")
+        if (site and site not in self.sites or (existing is None and not site)) and self.union is not None:
+            values["site"] = self.union
+        elif not site:
+            values.pop("site", None)
+        return values
+
+    def _conflict(self, rec: MappedRecord, stored, existing, target: int) -> tuple[str, str, int | None] | None:
+        """Skip the record when one of its unique values belongs to another patron; returns
+        (field, value, holder patron id or None for a patron this file adds) then."""
         f = rec.fields
         line = rec.line
         for fld in UNIQUE_FIELDS:
@@ -417,7 +463,7 @@ class _Import:
                     f"was skipped and neither patron was changed",
                     f.get("barcode"), holder["id"],
                 )
-                return True
+                return fld, value, holder["id"]
             claim = self.claimed[fld].get(value)
             if claim is not None and claim[1] != target:
                 self.skip(
@@ -426,8 +472,8 @@ class _Import:
                     f"of this file; the record for {_name(f)} was skipped",
                     f.get("barcode"),
                 )
-                return True
-        return False
+                return fld, value, claim[1] if claim[1] > 0 else None
+        return None
 
 
 __all__ = ["IMPORT_KIND", "MODES", "fingerprint", "run_import"]
