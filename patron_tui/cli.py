@@ -119,6 +119,24 @@ def _add_import(sub) -> None:
     summ.add_argument("--csv", metavar="FILE", help="export the messages as CSV to FILE ('-': standard output)")
     summ.add_argument("--json", action="store_true", help="print one JSON object: the run and its messages")
 
+    conf = sub.add_parser("conflicts", help="list the import conflicts of an import run (open ones by default)")
+    _add_db(conf)
+    conf.add_argument("run_id", type=int, metavar="RUN_ID")
+    conf.add_argument("--all", action="store_true", help="resolved conflicts too")
+    conf.add_argument("--json", action="store_true", help="print the conflicts as JSON, both patrons included")
+
+    res = sub.add_parser(
+        "resolve", help="resolve an import conflict: keep, move or edit",
+        description="keep: the holder keeps the value, nothing changes. move: the value is taken from "
+        "its holder (who is flagged) and the incoming record is applied. edit: the incoming record is "
+        "applied with --value for the conflicting field. Exits 2 when refused.",
+    )
+    _add_db(res)
+    res.add_argument("conflict_id", type=int, metavar="CONFLICT_ID")
+    res.add_argument("action", choices=("keep", "move", "edit"))
+    res.add_argument("--value", metavar="V", help="with edit: the new value of the conflicting field")
+    res.add_argument("--json", action="store_true", help="print the run's result as JSON")
+
 
 def main(argv: list[str] | None = None) -> int:
     try:
@@ -150,6 +168,10 @@ def _main(argv: list[str] | None) -> int:
         return _cmd_summary(db_path, args)
     if args.command == "convert":
         return _cmd_convert(args)
+    if args.command == "conflicts":
+        return _cmd_conflicts(db_path, args)
+    if args.command == "resolve":
+        return _cmd_resolve(db_path, args, parser)
     parser.error(f"unknown command {args.command}")
     return 2
 
@@ -587,6 +609,73 @@ def _cmd_summary(db_path: Path, args: argparse.Namespace) -> int:
         where += f"[{visible(m['barcode'])}] " if m["barcode"] else ""
         print(f"{m['level']:8} {m['code']:20} {where}{visible(m['text'])}")
     return 0
+
+
+def _cmd_conflicts(db_path: Path, args: argparse.Namespace) -> int:
+    from patron_tui.services.imports.conflicts import describe, list_conflicts, patron_name, word
+    from patron_tui.store import runlog
+    from patron_tui.textsafe import visible
+
+    conn, operator = _connect(db_path)
+    if conn is None:
+        return _fail(operator)
+    try:
+        if runlog.get_run(conn, args.run_id) is None:
+            return _fail(f"no run {args.run_id}")
+        conflicts = list_conflicts(conn, args.run_id, None if args.all else "open")
+    finally:
+        conn.close()
+    if args.json:
+        print(json.dumps([c.to_json() for c in conflicts], indent=2, ensure_ascii=False))
+        return 0
+    if not conflicts:
+        print(f"run {args.run_id}: no {'' if args.all else 'open '}import conflicts")
+        return 0
+    for c in conflicts:
+        held = describe(c.holder) if c.holder else "nobody now"
+        into = f"patron {c.target_id} ({visible(patron_name(c.target))})" if c.target_id else "a new patron"
+        state = c.status + (f" {visible(c.new_value)}" if c.new_value else "")
+        print(f"{c.id:6}  line {c.line}  {word(c.field)} {visible(c.value)}  [{state}]")
+        print(f"        held by {visible(held)}")
+        print(f"        incoming {visible(patron_name(c.incoming))} -> {into}")
+    return 0
+
+
+def _cmd_resolve(db_path: Path, args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
+    from patron_tui.runs import RunEngine
+    from patron_tui.services.imports.conflicts import CONFLICT_KIND, resolve_conflict, resolve_title
+    from patron_tui.store import Store, StoreError
+
+    if args.action == "edit" and not (args.value or "").strip():
+        parser.error("resolve: edit needs --value V (the new value of the conflicting field)")
+    if args.action != "edit" and args.value is not None:
+        parser.error("resolve: --value goes with edit")
+    store = Store(db_path)
+    try:
+        store.connect().close()
+    except StoreError as exc:
+        return _fail(str(exc))
+    engine = RunEngine(store, pool_size=1)
+    if not args.json:
+        _print_messages(engine)
+    try:
+        handle = engine.execute(
+            CONFLICT_KIND, resolve_title(args.conflict_id, args.action),
+            lambda ctx: resolve_conflict(ctx, args.conflict_id, args.action, args.value),
+            params={"conflict_id": args.conflict_id, "action": args.action, "value": args.value},
+        )
+    finally:
+        engine.shutdown()
+    ok = handle.status.value == "succeeded"
+    if args.json:
+        print(json.dumps({"run_id": handle.run_id, "status": handle.status.value, "error": handle.error,
+                          "resolution": {k: v for k, v in handle.summary.items() if k != "messages"}},
+                         indent=2))
+    elif ok:
+        print(f"run {handle.run_id}: conflict {args.conflict_id} {handle.summary.get('status')}")
+    else:
+        _fail_data(handle.error or handle.status.value)
+    return 0 if ok else 2
 
 
 def _run_console(db_path: Path, theme: str | None, workers: int | None) -> int:
