@@ -119,6 +119,13 @@ class PatronApp(App[int]):
         handle = self.engine.start(CHECK_KIND, CHECK_TITLE, check_database)
         self.call_from_thread(self.notify, f"Run {handle.run_id}: {CHECK_TITLE} started.", markup=False)
 
+    def open_import(self) -> None:
+        from patron_tui.ui.screens.import_run import ImportScreen
+
+        if self.current_mode != "jobs":
+            self.switch_mode("jobs")
+        self.push_screen(ImportScreen())
+
     def cancel_runs(self) -> None:
         if self.engine is None:
             return
@@ -157,6 +164,8 @@ class PatronApp(App[int]):
             yield SystemCommand(f"Go to {label}", f"Open the {label} section (key {key})",
                                 lambda m=mode: self.action_section(m))
         yield SystemCommand("Toggle log pane", "Show or hide the live log pane (Ctrl+L)", self.action_toggle_log)
+        yield SystemCommand("Import a patron file", "Import a patron CSV file with a properties file (Jobs, i)",
+                            self.open_import)
         yield SystemCommand("Check database", "Run the troubleshooting check of the patron database",
                             self.start_check)
         yield SystemCommand("Key help", "Keys of the current screen (?)", self.action_key_help)
