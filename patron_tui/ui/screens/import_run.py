@@ -124,6 +124,15 @@ def check_properties(value: str) -> tuple[Path | None, str]:
     return path, ""
 
 
+class MarkedCheckbox(Checkbox):
+    """A Checkbox whose box shows X only when ticked, so it reads without colour (mono theme)."""
+
+    @property
+    def _button(self):
+        self.BUTTON_INNER = "X" if self.value else " "
+        return super()._button
+
+
 class CancelRunScreen(ModalScreen[bool]):
     """Cancel the running import? y cancels, n or Escape keeps it running."""
 
@@ -207,8 +216,8 @@ class ImportScreen(Screen[None]):
                 yield Select([("from the properties file", FROM_PROPERTIES), *[(e, e) for e in ENCODINGS]],
                              value=FROM_PROPERTIES, allow_blank=False, id="import-encoding", compact=True)
             with Horizontal(id="import-checks"):
-                yield Checkbox(Content("Dry run"), id="import-dry-run", compact=True)
-                yield Checkbox(Content("Limit the job summary to errors and warnings"),
+                yield MarkedCheckbox(Content("Dry run"), id="import-dry-run", compact=True)
+                yield MarkedCheckbox(Content("Limit the job summary to errors and warnings"),
                                id="import-errors-only", compact=True)
             yield Button(Content("Start"), id="import-start", compact=True)
         yield Static(Content(""), id="import-error")

@@ -230,12 +230,13 @@ class JobSummaryScreen(Screen[None]):
         status = run["status"] + (f": {run['error']}" if run.get("error") else "")
         self.query_one("#summary-title", Static).update(Content(
             f"Job summary of run {run['id']}: {visible(run['title'])} — {visible(status)}"))
+        mode = s.get("mode") or run.get("mode") or "?"
+        dry = " · dry run: nothing was changed" if s.get("dry_run", params.get("dry_run")) else ""
         counts = (
             f"Read {s.get('read', 0):,} · added {s.get('added', 0):,} · updated {s.get('updated', 0):,} · "
             f"unchanged {s.get('unchanged', 0):,} · skipped {s.get('skipped', 0):,}\n"
             f"Errors {s.get('errors', 0):,} · warnings {s.get('warnings', 0):,} · "
-            f"conflicts {s.get('conflicts', 0):,} · duration {s.get('duration_s', 0)} s · "
-            f"mode {s.get('mode') or run.get('mode') or '?'} · dry run {_yes(s.get('dry_run', params.get('dry_run')))}\n"
+            f"conflicts {s.get('conflicts', 0):,} · {mode} · {s.get('duration_s', 0)} s{dry}\n"
             f"File {visible(s.get('file') or params.get('file') or '?')} · encoding "
             f"{visible(s.get('encoding') or params.get('encoding') or 'from the properties file')}"
         )
@@ -249,8 +250,7 @@ class JobSummaryScreen(Screen[None]):
         rows = self.all_rows if self.filter_name == "all" else [r for r in self.all_rows if r[2] in levels]
         self.query_one(MessageView).set_rows(rows)
         self.query_one("#summary-filter", Static).update(Content(
-            f"{len(rows):,} of {len(self.all_rows):,} messages: {label} "
-            f"(a all · e errors · w warnings · s skipped · p errors+warnings · x export)"))
+            f"{len(rows):,} of {len(self.all_rows):,} messages: {label} (a e w s p filter · x export)"))
 
     def action_filter(self, name: str) -> None:
         self.filter_name = name

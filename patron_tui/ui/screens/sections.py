@@ -111,7 +111,8 @@ class JobsScreen(SectionScreen):
             if "read" in s:
                 text.append(f" · {s.get('read', 0):,} read, {s.get('skipped', 0):,} skipped")
             if run["open_conflicts"]:
-                text.append(f" · {run['open_conflicts']} open conflicts", "bold")
+                n = run["open_conflicts"]
+                text.append(f" · {n} open conflict{'s' if n != 1 else ''}", "bold")
             ol.add_option(Option(text, id=f"run-{run['id']}"))
         if highlighted is not None and highlighted < ol.option_count:
             ol.highlighted = highlighted
