@@ -16,7 +16,7 @@ What each operation journals (nothing is lost, and nothing is stored twice):
 
 Two paths:
 - small writes (`insert`, `update`, `delete`) for forms and utilities;
-- bulk writes (`insert_many`, `update_many`, `delete_many`) built on one
+- bulk writes (`insert_many`, `update_many`, `delete_many`, `stamp`) built on one
   `executemany` per statement inside the writer's single `BEGIN IMMEDIATE`
   transaction, for imports of hundreds of thousands of rows.
 
@@ -389,6 +389,45 @@ class ChangesetWriter:
         changed += self._flush_updates(table, pk[0], groups)
         self.counts["update"] += changed
         return changed
+
+    def stamp(self, table: str, column: str, value: Any, keys: Sequence[int]) -> int:
+        """Set one column to one value on many integer-keyed rows (an import's "last seen"
+        stamp on every patron it read). Journalled compactly: one 'update' row per distinct
+        old value, whose `row_key` is a scope `{"<key column>": [[first, last], ...]}` (runs of
+        consecutive keys), `before` `{column: old}` and `after` `{column: value}`; undo sets the
+        column back to `before` on every key of the scope. Rows already holding `value` are
+        neither written nor journalled. Returns the rows changed."""
+        self._check()
+        if not keys:
+            return 0
+        pk = self.primary_key(table)
+        if not (len(pk) == 1 and self._is_integer_pk(table, pk[0])):
+            raise TypeError(f"stamp needs an integer-keyed table; {table} is keyed on {pk}")
+        if column not in self.columns(table):
+            raise KeyError(f"{table} has no column {column!r}")
+        key, col, tab = _ident(pk[0]), _ident(column), _ident(table)
+        conn = self.conn
+        conn.execute("CREATE TEMP TABLE IF NOT EXISTS _cw_stamp (k INTEGER PRIMARY KEY)")
+        conn.execute("DELETE FROM temp._cw_stamp")
+        conn.execute("INSERT OR IGNORE INTO temp._cw_stamp SELECT value FROM json_each(?)", (json.dumps(list(keys)),))
+        conn.execute(
+            "WITH s AS (SELECT c.k, t." + col + " AS old FROM temp._cw_stamp c CROSS JOIN " + tab + " t"
+            " ON t." + key + " = c.k WHERE t." + col + " IS NOT ?),"
+            " g AS (SELECT old, k, k - row_number() OVER (PARTITION BY old ORDER BY k) AS grp FROM s),"
+            " r AS (SELECT old, min(k) AS a, max(k) AS b FROM g GROUP BY old, grp)"
+            " INSERT INTO change_journal (run_id, operator, ts, table_name, row_key, op, before, after)"
+            " SELECT ?, ?, ?, ?, json_object(?, json_group_array(json_array(a, b))), 'update',"
+            " json_object(?, " + _json_value("old") + "), json_object(?, ?) FROM r GROUP BY old",
+            (value, self.run_id, self.operator, self.ts, table, pk[0], column, column, value),
+        )
+        cur = conn.execute(
+            "UPDATE " + tab + " SET " + col + " = ? WHERE " + key + " IN (SELECT c.k FROM temp._cw_stamp c"
+            " CROSS JOIN " + tab + " t ON t." + key + " = c.k WHERE t." + col + " IS NOT ?)",
+            (value, value),
+        )
+        conn.execute("DELETE FROM temp._cw_stamp")
+        self.counts["update"] += cur.rowcount
+        return cur.rowcount
 
     def _update_one(self, table: str, key: Key, changes: Row) -> bool:
         before = self.fetch(table, key)

@@ -3,43 +3,57 @@
 `run_import(ctx, ...)` is a run function for `RunEngine.start("import", title, lambda ctx: ...)`.
 
 How it goes:
-- `read_records` streams the file (decoded per line with the job's encoding, which overrides
-  the properties file's); records are grouped into chunks of `CHUNK` and each chunk is mapped
-  and validated in the worker pool (`ctx.pool.map`, order kept, at most a few chunks in flight);
+- `RowReader` streams the file in blocks (decoded with the job's encoding, which overrides the
+  properties file's) and yields each data row as a list of fields; rows are grouped into
+  chunks of `CHUNK` and each chunk is fingerprinted, mapped and validated in the worker pool
+  (`ctx.pool.map`, order kept, at most a few chunks in flight) with the mapping compiled for
+  the file's header (`row_mapper`);
 - the run thread is the single writer: ONE changeset-writer transaction spans the whole file.
-  For each mapped chunk it looks up the patrons the chunk names (district ID, barcode,
-  username) in bulk, decides add / update / unchanged / skipped per record and applies the
-  chunk with `insert_many` and `update_many` (both journalled with the run id). A failure,
-  a cancellation or a killed process rolls the whole import back; the run engine marks a
-  run whose process died as interrupted on the next start;
+  For each mapped chunk it looks up the patrons the chunk names in bulk (by the match field,
+  then by the other unique values only where they differ from the matched patron's), decides
+  add / update / unchanged / skipped per record and applies the chunk with `insert_many`,
+  `update_many` and `stamp` (all journalled with the run id). A failure, a cancellation or a
+  killed process rolls the whole import back; the run engine marks a run whose process died
+  as interrupted on the next start;
 - a dry run does all of this and then rolls back, so its summary is the real one.
 
 Rules:
 - matching: on the properties file's `match` field (district ID or barcode); a record without
   that value is matched on the other one; a record with neither is skipped (`missing_key`);
-- Full: every valid record is compared with the stored patron and written when it differs.
-  Incremental: a record whose content fingerprint (a hash of its mapped fields, stored in
-  `patrons.import_fingerprint`) equals the stored one is unchanged without comparing fields;
-- every record matched or added gets `last_seen_import_at` = the import's time (unchanged
-  ones too: a bulk update of that one column), which the inactivation rules read;
+- the content fingerprint of a record is a 64-bit hash of its source fields and of the
+  mapping (properties and header): the same row under the same properties -> the same
+  fingerprint. It is stored in `patrons.import_fingerprint` when a record is written;
+- Full: every valid record is compared with the stored patron and written when it differs;
+  unchanged patrons get only the "last seen" stamp;
+- Incremental: every stored fingerprint is loaded into a set (about 60 bytes per stored
+  patron); a row whose fingerprint is in it is unchanged without being mapped or looked up,
+  and is not written at all (Incremental files carry what changed; the inactivation rules
+  read the "last seen" of Full updates). With `last_modified=<column>` in the properties, a
+  row whose last change is older than the start of the previous import with the same
+  properties file is unchanged too. Other rows go the Full way;
+- every record added, updated or (in Full) unchanged gets `last_seen_import_at` = the
+  import's time, which the inactivation rules read;
 - columns the file does not carry leave stored values alone; a blank barcode, district ID or
   username never clears a stored one;
 - protected fields (`protect=`): an import only fills a protected field while the stored value
   is empty; once it holds a value (set by staff or an earlier import), imports leave it alone;
 - unknown site code (or none, for a new patron) -> the Union Site, with a warning `union_site`;
-- skipped, each with a reason (`ctx.skipped`, with line and barcode): every `Problem` of
-  `read_records` / `map_record` (undecodable, ragged_row, bad_date, missing_required,
-  missing_district_id, unknown_code, ...), `missing_key`, `duplicate_in_file` (the first
-  record with a key wins; the message names its line), `barcode_conflict` (the barcode belongs
-  to another patron, stored or earlier in this file: nothing of either patron changes; the
-  same check on district ID and username gives `district_id_conflict` / `username_conflict`).
+- skipped, each with a reason (`ctx.skipped`, with line and barcode): every `Problem` of the
+  reader / mapper (undecodable, ragged_row, bad_date, missing_required, missing_district_id,
+  unknown_code, ...), `missing_key`, `duplicate_in_file` (the first record with a key wins;
+  the message names its line), `barcode_conflict` (the barcode belongs to another patron,
+  stored or earlier in this file: nothing of either patron changes, and the incoming record is
+  kept whole in `import_conflicts` for resolution; the same check on district ID and username
+  gives `district_id_conflict` / `username_conflict`).
 
-Memory: constant per chunk, plus one small entry per distinct key in the file (to find
-duplicates and conflicts inside the file).
+Memory: constant in the file's size. What the file has already claimed is read back from the
+database (a patron this run touched has `last_seen_import_at` = the run's time; the line that
+touched it is in a temporary table), not held in memory.
 """
 
 from __future__ import annotations
 
+import datetime as dt
 import hashlib
 import json
 import time
@@ -53,16 +67,16 @@ from patron_tui.services.imports.properties import (
     PATRON_FIELDS,
     ImportMapping,
     PropertiesError,
+    dump_properties,
     load_properties,
     normalize_encoding,
 )
 from patron_tui.services.imports.records import (
     ImportFileError,
-    MappedRecord,
     Problem,
-    SourceRecord,
-    map_record,
-    read_records,
+    RowReader,
+    _date_parser,
+    row_mapper,
 )
 
 IMPORT_KIND = "import"
@@ -81,30 +95,22 @@ REFERENCE_FIELDS: dict[str, str] = {
     "status": "statuses",
 }
 UNIQUE_FIELDS = ("district_id", "barcode", "username")
-_NULLABLE = frozenset({"barcode", "district_id", "username", "graduation_year", "birthdate", "account_expires"})
-_ADD_DEFAULTS: dict[str, Any] = {
-    f: (None if f in _NULLABLE else "Active" if f == "status" else "") for f in PATRON_FIELDS
-}
-_COLS = ("id", "import_fingerprint", *PATRON_FIELDS)
-_SELECT = ", ".join(_COLS)
 
 
 class _DryRun(Exception):
     """Raised inside the writer's `with` to roll a dry run back."""
 
 
-def fingerprint(fields: dict[str, Any]) -> str:
-    """A content hash of a record's mapped fields (the same fields, values -> the same hash)."""
-    text = json.dumps(sorted(fields.items()), ensure_ascii=False, separators=(",", ":"), default=str)
-    return hashlib.blake2b(text.encode("utf-8"), digest_size=16).hexdigest()
-
-
-def new_patron_row(fields: dict[str, Any], *, now: str, fingerprint: str | None) -> dict[str, Any]:
-    """The patrons row an import adds for a record's mapped `fields` (site already resolved)."""
-    row = {**_ADD_DEFAULTS}
-    for k, v in fields.items():
-        row[k] = (v or None) if k in UNIQUE_FIELDS else v
-    row.update(created_at=now, updated_at=now, last_seen_import_at=now, import_fingerprint=fingerprint)
+def new_patron_row(fields: dict[str, Any], *, now: str, fingerprint: int | None) -> dict[str, Any]:
+    """The patrons row an import adds for a record's mapped `fields` (site already resolved):
+    the fields the file carries (a blank barcode, district ID or username is NULL); every other
+    column takes the schema's default."""
+    row = dict(fields)
+    for k in UNIQUE_FIELDS:
+        if k in row and not row[k]:
+            row[k] = None
+    row["created_at"] = row["updated_at"] = row["last_seen_import_at"] = now
+    row["import_fingerprint"] = fingerprint
     return row
 
 
@@ -125,15 +131,17 @@ def patron_changes(existing: dict[str, Any], fields: dict[str, Any], protect: It
     return diff
 
 
-def _chunks(items: Iterable[Any], size: int) -> Iterator[list[Any]]:
-    chunk: list[Any] = []
-    for item in items:
-        chunk.append(item)
-        if len(chunk) >= size:
-            yield chunk
-            chunk = []
-    if chunk:
-        yield chunk
+def row_fingerprint(seed: bytes, row: list[str], raw: bytes | None = None) -> int:
+    """The content fingerprint of a source record under a mapping (`seed` = mapping_seed(...)):
+    a hash of its raw bytes for a one-line record (what `RowReader` yields), else of its fields."""
+    data = raw if raw is not None else "\x1f".join(row).encode("utf-8", "surrogatepass")
+    return int.from_bytes(hashlib.blake2b(data, digest_size=8, person=seed).digest(), "little", signed=True)
+
+
+def mapping_seed(mapping: ImportMapping, columns: tuple[str, ...]) -> bytes:
+    """16 bytes that change when the properties (or the header) change."""
+    text = dump_properties(mapping) + "\x1e" + "\x1f".join(columns)
+    return hashlib.blake2b(text.encode("utf-8"), digest_size=16).digest()
 
 
 def _name(fields: dict[str, Any]) -> str:
@@ -185,19 +193,40 @@ def run_import(
     if not path.is_file():
         raise RunFailed(f"{path}: no such file")
 
-    imp = _Import(ctx, mapping, mode=mode, errors_only=summary_errors_only)
+    reader = RowReader(path, mapping, encoding=encoding)
     summary: dict[str, Any] = {"mode": mode, "dry_run": dry_run, "file": str(path),
-                               "encoding": encoding or mapping.encoding_label}
+                               "properties": mapping.source, "encoding": encoding or mapping.encoding_label}
     try:
+        reader.open()
+        imp = _Import(ctx, mapping, reader.columns, mode=mode, errors_only=summary_errors_only)
         with ctx.writer() as writer:
             imp.prepare(writer)
-            records = read_records(path, mapping, encoding=encoding)
-            mapper = imp.mapper()
-            for mapped in ctx.pool.map(mapper, _chunks(records, chunk_size), cancel=ctx.cancel_event):
+            fed = [0]
+            if imp.stored is not None:
+                reader.skip_unchanged(imp.stored, imp.seed)
+
+                def on_block() -> None:   # Incremental: most records never reach a chunk
+                    ctx.check_cancelled()
+                    done = imp.counts["read"] + reader.unchanged
+                    ctx.progress(done, max(done, round(done * reader.size / max(1, reader.bytes_read))))
+
+                reader.on_block = on_block
+            rows: Iterable = reader if imp.stored is None else imp.unchanged_filter(reader)
+
+            def feed() -> Iterator[list]:
+                for chunk in _chunks(rows, chunk_size):
+                    fed[0] = imp.counts["read"] + len(chunk)
+                    yield chunk
+
+            for mapped in ctx.pool.map(imp.map_chunk, feed(), cancel=ctx.cancel_event):
                 ctx.check_cancelled()
                 imp.apply(writer, mapped)
-                ctx.progress(imp.counts["read"])
+                read = imp.counts["read"]
+                # the total is estimated from the bytes read so far, until the end
+                estimate = max(read, round(fed[0] * reader.size / reader.bytes_read)) if reader.bytes_read else None
+                ctx.progress(read, estimate)
             ctx.progress(imp.counts["read"], imp.counts["read"], force=True)
+            imp.finish(writer)
             if dry_run:
                 raise _DryRun()
     except _DryRun:
@@ -218,26 +247,42 @@ def run_import(
     return summary
 
 
-class _Import:
-    """The state of one import: reference data, keys seen in the file, counts."""
+def _chunks(items: Iterable[Any], size: int) -> Iterator[list[Any]]:
+    chunk: list[Any] = []
+    for item in items:
+        chunk.append(item)
+        if len(chunk) >= size:
+            yield chunk
+            chunk = []
+    if chunk:
+        yield chunk
 
-    def __init__(self, ctx: RunContext, mapping: ImportMapping, *, mode: str, errors_only: bool) -> None:
+
+class _Import:
+    """The state of one import: reference data, the compiled mapping, counts."""
+
+    def __init__(self, ctx: RunContext, mapping: ImportMapping, columns: tuple[str, ...], *, mode: str,
+                 errors_only: bool) -> None:
         self.ctx = ctx
         self.mapping = mapping
+        self.columns = columns
         self.mode = mode
         self.errors_only = errors_only
         self.protect = frozenset(mapping.protect)
+        self.seed = mapping_seed(mapping, columns)
         self.counts = {"read": 0, "added": 0, "updated": 0, "unchanged": 0, "skipped": 0, "conflicts": 0}
         self.by_code: Counter[str] = Counter()
-        # (field, value) -> (line, target) of the first record in the file that claimed it;
-        # target is a stored patron's id, or -line for a patron this file adds
-        self.claimed: dict[str, dict[str, tuple[int, int]]] = {f: {} for f in UNIQUE_FIELDS}
-        self.seen_ids: dict[int, int] = {}   # stored patron id -> line that matched it
         self.sites: frozenset[str] = frozenset()
         self.union: str | None = None
-        self.reference: dict[str, frozenset[str]] = {}
-        self.require_district_id = False
+        self.mapper = None
+        self.stored: set[int] | None = None     # Incremental: every stored fingerprint
+        self.modified: tuple[int, Any] | None = None   # Incremental: (column index, is-old test)
         self.now = ""
+        self.carried = set(mapping.fields) | set(mapping.defaults) | (set(mapping.custom) & set(PATRON_FIELDS))
+        self.keys: tuple[str, ...] = ()
+        self.nkeys = 0
+        self.sel_cols: tuple[str, ...] = ()
+        self.select = ""
 
     # -- setup -----------------------------------------------------------------------
     def prepare(self, writer) -> None:
@@ -246,28 +291,107 @@ class _Import:
         self.sites = frozenset(r[0] for r in conn.execute("SELECT code FROM sites"))
         row = conn.execute("SELECT code FROM sites WHERE is_union = 1").fetchone()
         self.union = row[0] if row else None
-        carried = set(self.mapping.fields) | set(self.mapping.defaults) | set(self.mapping.custom)
-        self.reference = {
+        reference = {
             fld: frozenset(r[0] for r in conn.execute(f"SELECT code FROM {table}"))
-            for fld, table in REFERENCE_FIELDS.items() if fld in carried
+            for fld, table in REFERENCE_FIELDS.items() if fld in self.carried
         }
         setting = conn.execute("SELECT value FROM settings WHERE key = 'require_district_id'").fetchone()
-        self.require_district_id = bool(setting) and str(setting[0]).strip().lower() in ("on", "1", "true", "yes")
+        require = bool(setting) and str(setting[0]).strip().lower() in ("on", "1", "true", "yes")
+        mapper = row_mapper(self.mapping, self.columns, reference, require)
+        self.mapper = mapper.fn
+        # stored rows are read as (id, fingerprint, last seen, *the mapped fields in the mapper's
+        # order, *other names): a record is unchanged when its values tuple equals the slice
+        self.keys = mapper.fields
+        extra = sorted(({"district_id", "barcode", "username", "first_name", "last_name"} - set(self.keys))
+                       & set(PATRON_FIELDS))
+        self.sel_cols = ("id", "import_fingerprint", "last_seen_import_at", *self.keys, *extra)
+        self.select = ", ".join(self.sel_cols)
+        self.nkeys = len(self.keys)
+        conn.execute("CREATE TEMP TABLE IF NOT EXISTS _import_seen (id INTEGER PRIMARY KEY, line INTEGER)")
+        conn.execute("DELETE FROM temp._import_seen")
+        if self.mode == "incremental":
+            self.stored = {r[0] for r in conn.execute(
+                "SELECT import_fingerprint FROM patrons WHERE import_fingerprint IS NOT NULL")}
+            self.modified = self._modified_test(conn)
 
-    def mapper(self):
-        mapping, reference, require = self.mapping, self.reference, self.require_district_id
+    def _modified_test(self, conn):
+        column = self.mapping.last_modified
+        if not column or column not in self.columns:
+            return None
+        row = conn.execute(
+            "SELECT started_at FROM runs WHERE kind = ? AND status = 'succeeded'"
+            " AND json_extract(summary, '$.properties') = ? AND json_extract(summary, '$.dry_run') = 0"
+            " ORDER BY id DESC LIMIT 1", (IMPORT_KIND, self.mapping.source)).fetchone()
+        if not row or not row[0]:
+            return None
+        cutoff = dt.datetime.fromisoformat(str(row[0]).replace("Z", "+00:00")).replace(tzinfo=None)
+        parse_date = _date_parser(self.mapping.date_format)
 
-        def map_chunk(chunk: list[SourceRecord | Problem]) -> list[tuple[MappedRecord | Problem, str | None]]:
-            out: list[tuple[MappedRecord | Problem, str | None]] = []
-            for item in chunk:
-                if isinstance(item, Problem):
-                    out.append((item, None))
+        def older(text: str) -> bool:
+            """True when the record's last change is before the previous import began."""
+            text = text.strip()
+            if not text:
+                return False
+            try:
+                when = dt.datetime.fromisoformat(text.replace("Z", "+00:00"))
+                if when.tzinfo is not None:
+                    when = when.astimezone(dt.timezone.utc).replace(tzinfo=None)
+            except ValueError:
+                try:
+                    when = dt.datetime.fromisoformat(parse_date(text))
+                except ValueError:
+                    return False
+                return when.date() < cutoff.date()   # a date alone: older only if before that day
+            return when < cutoff
+
+        return self.columns.index(column), older
+
+    def finish(self, writer) -> None:
+        writer.conn.execute("DELETE FROM temp._import_seen")
+
+    # -- Incremental: the unchanged records, in the run thread --------------------------
+    def unchanged_filter(self, reader: RowReader) -> Iterator:
+        """The reader's items less the unchanged records (counted here): a record whose
+        fingerprint is stored, or (with last_modified=) whose last change is older than the
+        previous import. Runs in the run thread: per record a hash and a set lookup, no
+        mapping, no database."""
+        stored, seed, modified, counts = self.stored, self.seed, self.modified, self.counts
+        assert stored is not None
+        blake, from_bytes = hashlib.blake2b, int.from_bytes
+        unchanged = 0
+        for item in reader:
+            if item.__class__ is tuple:
+                raw = item[2]
+                fp = from_bytes(blake(raw if raw is not None else "\x1f".join(item[1]).encode("utf-8", "surrogatepass"),
+                                      digest_size=8, person=seed).digest(), "little", signed=True)
+                if fp in stored:
+                    stored.discard(fp)   # a second identical record goes the long way: a duplicate
+                    unchanged += 1
                     continue
-                mapped = map_record(mapping, item, reference=reference, require_district_id=require)
-                out.append((mapped, fingerprint(mapped.fields) if mapped.ok else None))
-            return out
+                if modified is not None and modified[1](item[1][modified[0]]):
+                    unchanged += 1
+                    continue
+            yield item
+        counts["read"] += unchanged + reader.unchanged
+        counts["unchanged"] += unchanged + reader.unchanged
 
-        return map_chunk
+    # -- the worker pool's part: fingerprint, mapping -------------------------------------
+    def map_chunk(self, chunk: list) -> list:
+        """Each item -> a Problem or (line, fields, problems, fingerprint)."""
+        out: list = []
+        append = out.append
+        seed, mapper = self.seed, self.mapper
+        blake, from_bytes = hashlib.blake2b, int.from_bytes
+        for item in chunk:
+            if item.__class__ is Problem:
+                append(item)
+                continue
+            line, row, raw = item
+            fp = from_bytes(blake(raw if raw is not None else "\x1f".join(row).encode("utf-8", "surrogatepass"),
+                                  digest_size=8, person=seed).digest(), "little", signed=True)
+            fields, problems = mapper(row, line)
+            append((line, fields, problems, fp))
+        return out
 
     # -- messages --------------------------------------------------------------------------
     def skip(self, code: str, line: int | None, text: str, barcode: Any = None, patron_id: int | None = None) -> None:
@@ -282,84 +406,135 @@ class _Import:
         self.by_code[code] += 1
         self.ctx.warning(text, code=code, line=line, barcode=str(barcode) if barcode else None)
 
-    # -- one chunk -------------------------------------------------------------------------
-    def _lookup(self, conn, records: list[MappedRecord]) -> dict[str, dict[Any, dict[str, Any]]]:
-        """The stored patrons the chunk names, by district ID, barcode and username."""
-        found: dict[str, dict[Any, dict[str, Any]]] = {}
-        by_id: dict[int, dict[str, Any]] = {}
+    # -- the writer's part -----------------------------------------------------------------
+    def _fetch(self, conn, fld: str, values: Iterable[str]) -> dict[str, tuple]:
+        """Stored patrons whose `fld` is one of `values`, by that value, as `sel_cols` tuples."""
+        values = list(values)
+        if not values:
+            return {}
         cur = conn.cursor()
         cur.row_factory = None  # plain tuples: sqlite3.Row -> dict costs more than the query
-        for fld in UNIQUE_FIELDS:
-            values = {str(v) for r in records if (v := r.fields.get(fld))}
-            found[fld] = {}
-            if not values:
-                continue
-            col = _COLS.index(fld)
+        col = self.sel_cols.index(fld)
+        return {
+            str(row[col]): row
             for row in cur.execute(
-                f"SELECT {_SELECT} FROM patrons WHERE {fld} IS NOT NULL"  # lets the partial index serve
+                f"SELECT {self.select} FROM patrons WHERE {fld} IS NOT NULL"  # lets the partial index serve
                 f" AND {fld} IN (SELECT value FROM json_each(?))",
-                (json.dumps(list(values)),),
-            ):
-                patron = by_id.get(row[0])
-                if patron is None:
-                    patron = by_id[row[0]] = dict(zip(_COLS, row))
-                found[fld][row[col]] = patron
-        return found
+                (json.dumps(values),),
+            )
+        }
 
-    def apply(self, writer, chunk: list[tuple[MappedRecord | Problem, str | None]]) -> None:
-        ctx = self.ctx
-        good: list[tuple[MappedRecord, str]] = []
-        for item, fp in chunk:
-            self.counts["read"] += 1
-            if isinstance(item, Problem):
+    def _row(self, stored: tuple) -> dict[str, Any]:
+        return dict(zip(self.sel_cols, stored))
+
+    def _seen_line(self, conn, pid: int) -> int | None:
+        row = conn.execute("SELECT line FROM temp._import_seen WHERE id = ?", (pid,)).fetchone()
+        return row[0] if row else None
+
+    def apply(self, writer, chunk: list) -> None:
+        counts = self.counts
+        good: list[tuple] = []
+        for item in chunk:
+            counts["read"] += 1
+            if item.__class__ is Problem:
                 self.skip(item.code, item.line, item.message, item.barcode)
-            elif not item.ok:
-                first = item.problems[0]
+            elif item[2]:
+                problems = item[2]
+                first = problems[0]
                 text = first.message
-                if len(item.problems) > 1:
-                    text += "; also: " + "; ".join(p.message.split(": ", 1)[-1] for p in item.problems[1:])
-                self.skip(first.code, item.line, text, first.barcode or item.fields.get("barcode"))
+                if len(problems) > 1:
+                    text += "; also: " + "; ".join(p.message.split(": ", 1)[-1] for p in problems[1:])
+                self.skip(first.code, item[0], text, first.barcode or item[1].get("barcode"))
             else:
-                good.append((item, fp))
-        if not good:
-            return
-        stored = self._lookup(writer.conn, [r for r, _ in good])
-        adds: list[dict[str, Any]] = []
-        updates: list[tuple[int, dict[str, Any]]] = []
-        stamps: list[tuple[int, dict[str, Any]]] = []
-        infos: list[tuple[str, int, Any, int | None]] = []
-        conflicts: list[dict[str, Any]] = []
+                good.append(item)
+        if good:
+            self._decide(writer, good)
+
+    def _decide(self, writer, good: list[tuple]) -> None:
+        conn = writer.conn
+        now = self.now
         match = self.mapping.match
         other = "barcode" if match == "district_id" else "district_id"
-        for rec, fp in good:
-            f = rec.fields
-            line = rec.line
+        sel = self.sel_cols
+        # 1. the patron each record names
+        keyed: list[tuple[str | None, str | None]] = []
+        want: dict[str, set[str]] = {match: set(), other: set()}
+        for _line, f, _p, _fp in good:
+            v = f.get(match)
+            if v:
+                kf, key = match, str(v)
+            else:
+                v = f.get(other)
+                kf, key = (other, str(v)) if v else (None, None)
+            keyed.append((kf, key))
+            if kf:
+                want[kf].add(key)
+        stored = {fld: self._fetch(conn, fld, vals) for fld, vals in want.items()}
+        # 2. holders of the other unique values, where they differ from the named patron's
+        unique = [(fld, sel.index(fld)) for fld in UNIQUE_FIELDS if fld in self.keys]
+        need: dict[str, set[str]] = {fld: set() for fld in UNIQUE_FIELDS}
+        for (_line, f, _p, _fp), (kf, key) in zip(good, keyed):
+            if kf is None:
+                continue
+            existing = stored[kf].get(key)
+            for fld, col in unique:
+                v = f.get(fld)
+                if v and fld != kf and (existing is None or existing[col] != v):
+                    need[fld].add(str(v))
+        holders: dict[str, dict[str, tuple]] = {}
+        for fld in UNIQUE_FIELDS:
+            known = stored.get(fld, {})
+            missing = need[fld] - known.keys()
+            holders[fld] = {**known, **self._fetch(conn, fld, missing)} if missing else known
+
+        # 3. decide, record by record (claims inside this chunk are local; earlier chunks'
+        #    are in the database: a patron this run touched has last_seen_import_at = now)
+        claimed: dict[str, dict[str, tuple[int, int]]] = {f: {} for f in UNIQUE_FIELDS}
+        seen: dict[int, int] = {}
+        adds: list[tuple[int, dict[str, Any]]] = []
+        updates: list[tuple[int, dict[str, Any]]] = []
+        stamps: list[int] = []
+        refresh: list[tuple[int, dict[str, Any]]] = []
+        infos: list[tuple[str, int, Any, int | None]] = []
+        conflicts: list[dict[str, Any]] = []
+        counts = self.counts
+        incremental = self.mode == "incremental"
+        sites, nkeys, end = self.sites, self.nkeys, 3 + self.nkeys
+        for (line, f, _p, fp), (kf, key) in zip(good, keyed):
             barcode = f.get("barcode") or None
-            key_field = match if f.get(match) else other if f.get(other) else None
-            if key_field is None:
+            if kf is None:
                 self.skip("missing_key", line, f"line {line}: no {match.replace('_', ' ')} and no "
                           f"{other.replace('_', ' ')} to match the record on", barcode)
                 continue
-            key = str(f[key_field])
-            first = self.claimed[key_field].get(key)
+            first = claimed[kf].get(key)
             if first is not None:
                 self.skip("duplicate_in_file", line,
-                          f"line {line}: {key_field.replace('_', ' ')} {key} appears again; line {first[0]} "
+                          f"line {line}: {kf.replace('_', ' ')} {key} appears again; line {first[0]} "
                           f"has it first and wins", barcode)
                 continue
-            existing = stored[key_field].get(key)
-            if existing is not None and existing["id"] in self.seen_ids:
-                self.skip("duplicate_in_file", line,
-                          f"line {line}: the record is for the same patron as line {self.seen_ids[existing['id']]} "
-                          f"({_who(existing)}), which wins", barcode, existing["id"])
-                continue
-            target = existing["id"] if existing is not None else -line
-            conflict = self._conflict(rec, stored, existing, target)
+            existing = stored[kf].get(key)
+            if existing is not None:
+                pid = existing[0]
+                earlier = seen.get(pid)
+                if earlier is None and existing[2] == now:
+                    earlier = self._seen_line(conn, pid) or 0
+                if earlier is None and incremental and existing[1] == fp:
+                    earlier = 0   # an identical record was unchanged earlier in the file
+                if earlier is not None:
+                    where = f"line {earlier}" if earlier else "an earlier line"
+                    self.skip("duplicate_in_file", line,
+                              f"line {line}: the record is for the same patron as {where} "
+                              f"({_who(self._row(existing))}), which wins", barcode, pid)
+                    continue
+                target = pid
+            else:
+                target = -line
+            conflict = self._conflict(conn, line, f, holders, claimed, target, existing)
             if conflict is not None:
                 fld, value, holder_id = conflict
                 conflicts.append({
                     "run_id": self.ctx.run_id, "line": line, "field": fld, "value": value,
-                    "holder_id": holder_id, "target_id": existing["id"] if existing is not None else None,
+                    "holder_id": holder_id, "target_id": target if target > 0 else None,
                     "incoming": json.dumps({"fields": self._site_silently(dict(f), existing), "fingerprint": fp,
                                             "protect": sorted(self.protect), "mode": self.mode},
                                            ensure_ascii=False, default=str),
@@ -367,73 +542,72 @@ class _Import:
                 continue
             # the record is accepted: claim its keys
             for fld in UNIQUE_FIELDS:
-                if f.get(fld):
-                    self.claimed[fld].setdefault(str(f[fld]), (line, target))
-            if existing is not None:
-                self.seen_ids[existing["id"]] = line
-            values = dict(f)
-            site = values.get("site")
-            if site and site not in self.sites or (existing is None and not site):
-                if self.union is not None:
-                    self.warn("union_site", line,
-                              f"line {line}: site {site!r} is not a site of the district; "
-                              f"{_name(f)} goes to the Union Site ({self.union})" if site else
-                              f"line {line}: no site; {_name(f)} goes to the Union Site ({self.union})",
-                              barcode)
-                    values["site"] = self.union
-            elif not site:
-                values.pop("site", None)
+                v = f.get(fld)
+                if v:
+                    claimed[fld].setdefault(str(v), (line, target))
+            if "site" in f and f["site"] not in sites or existing is None and not f.get("site"):
+                f = self._site(f, existing, line, barcode)
             if existing is None:
-                row = {**_ADD_DEFAULTS}
-                for k, v in values.items():
-                    row[k] = (v or None) if k in _NULLABLE and k in UNIQUE_FIELDS else v
-                row.update(created_at=self.now, updated_at=self.now, last_seen_import_at=self.now,
-                           import_fingerprint=fp)
-                adds.append(row)
-                self.counts["added"] += 1
+                adds.append((line, new_patron_row(f, now=now, fingerprint=fp)))
+                counts["added"] += 1
                 if not self.errors_only:
                     infos.append((f"line {line}: added {_name(f)}", line, barcode, None))
                 continue
-            pid = existing["id"]
-            if self.mode == "incremental" and existing["import_fingerprint"] == fp:
-                stamps.append((pid, {"last_seen_import_at": self.now}))
-                self.counts["unchanged"] += 1
-                continue
-            diff: dict[str, Any] = {}
-            for k, v in values.items():
-                if k in UNIQUE_FIELDS and not v:
-                    continue  # a blank key never clears a stored one
-                old = existing.get(k)
-                if k in self.protect and old not in (None, ""):
-                    continue  # protected and set: staff own it now
-                if old != v:
-                    diff[k] = v
+            seen[target] = line
+            if len(f) == nkeys and tuple(f.values()) == existing[3:end]:
+                diff = None   # every carried field as stored
+            else:
+                old = self._row(existing)
+                diff = patron_changes(old, f, self.protect)
             if not diff:
-                change = {"last_seen_import_at": self.now}
-                if existing["import_fingerprint"] != fp:
-                    change["import_fingerprint"] = fp
-                stamps.append((pid, change))
-                self.counts["unchanged"] += 1
+                if existing[1] != fp:
+                    refresh.append((target, {"import_fingerprint": fp, "last_seen_import_at": now}))
+                else:
+                    stamps.append(target)
+                counts["unchanged"] += 1
                 continue
-            diff.update(updated_at=self.now, last_seen_import_at=self.now, import_fingerprint=fp)
-            updates.append((pid, diff))
-            self.counts["updated"] += 1
+            fields = ", ".join(diff)
+            diff.update(updated_at=now, last_seen_import_at=now, import_fingerprint=fp)
+            updates.append((target, diff))
+            counts["updated"] += 1
             if not self.errors_only:
-                fields = ", ".join(k for k in diff if k not in ("updated_at", "last_seen_import_at",
-                                                                "import_fingerprint"))
-                infos.append((f"line {line}: updated {_name(existing)}: {fields}", line,
-                               barcode or existing.get("barcode"), pid))
+                infos.append((f"line {line}: updated {_name(old)}: {fields}", line,
+                              barcode or old.get("barcode"), target))
         if updates:
             writer.update_many("patrons", updates)
+        if refresh:
+            writer.update_many("patrons", refresh)
         if stamps:
-            writer.update_many("patrons", stamps)
+            writer.stamp("patrons", "last_seen_import_at", now, stamps)
+        seen_rows = list(seen.items())
         if adds:
-            writer.insert_many("patrons", adds)
+            first_id = conn.execute("SELECT coalesce(max(id), 0) + 1 FROM patrons").fetchone()[0]
+            # fresh consecutive ids (the writer holds the lock): journalled as one insert_range
+            writer.insert_many("patrons", [row for _, row in adds], journal="range")
+            seen_rows += [(first_id + i, line) for i, (line, _) in enumerate(adds)]
+        if seen_rows:
+            conn.execute("INSERT OR IGNORE INTO temp._import_seen SELECT value ->> 0, value ->> 1 FROM json_each(?)",
+                         (json.dumps(seen_rows),))
         for conflict in conflicts:
             writer.insert("import_conflicts", conflict)
+        ctx = self.ctx
         for text, line, barcode, pid in infos:
             code = "updated" if pid is not None else "added"
             ctx.info(text, code=code, line=line, barcode=str(barcode) if barcode else None, patron_id=pid)
+
+    def _site(self, values: dict[str, Any], existing, line: int, barcode) -> dict[str, Any]:
+        site = values.get("site")
+        if site and site not in self.sites or (existing is None and not site):
+            if self.union is not None:
+                self.warn("union_site", line,
+                          f"line {line}: site {site!r} is not a site of the district; "
+                          f"{_name(values)} goes to the Union Site ({self.union})" if site else
+                          f"line {line}: no site; {_name(values)} goes to the Union Site ({self.union})",
+                          barcode)
+                values["site"] = self.union
+        elif not site:
+            values.pop("site", None)
+        return values
 
     def _site_silently(self, values: dict[str, Any], existing) -> dict[str, Any]:
         site = values.get("site")
@@ -443,28 +617,39 @@ class _Import:
             values.pop("site", None)
         return values
 
-    def _conflict(self, rec: MappedRecord, stored, existing, target: int) -> tuple[str, str, int | None] | None:
+    def _conflict(self, conn, line: int, f: dict[str, Any], holders, claimed, target: int, existing
+                  ) -> tuple[str, str, int | None] | None:
         """Skip the record when one of its unique values belongs to another patron; returns
         (field, value, holder patron id or None for a patron this file adds) then."""
-        f = rec.fields
-        line = rec.line
+        sel = self.sel_cols
         for fld in UNIQUE_FIELDS:
             value = f.get(fld)
             if not value:
                 continue
+            if existing is not None and existing[sel.index(fld)] == value:
+                continue   # the matched patron's own value: no one else can hold it
             value = str(value)
             word = fld.replace("_", " ")
-            holder = stored[fld].get(value)
-            if holder is not None and holder["id"] != target:
+            holder = holders[fld].get(value)
+            if holder is not None and holder[0] != target:
+                who = _who(self._row(holder))
+                if holder[2] == self.now:
+                    earlier = self._seen_line(conn, holder[0])
+                    where = f"the record on line {earlier}" if earlier else "an earlier record"
+                    self.skip(f"{fld}_conflict", line,
+                              f"line {line}: {word} {value} is already taken by {where} of this file "
+                              f"({who}); the record for {_name(f)} was skipped",
+                              f.get("barcode"), holder[0])
+                    return fld, value, holder[0]
                 self.skip(
                     f"{fld}_conflict", line,
-                    f"line {line}: {word} {value} belongs to {_who(holder)}; the record for "
+                    f"line {line}: {word} {value} belongs to {who}; the record for "
                     f"{_name(f)} (line {line}{', district ID ' + str(f['district_id']) if f.get('district_id') and fld != 'district_id' else ''}) "
                     f"was skipped and neither patron was changed",
-                    f.get("barcode"), holder["id"],
+                    f.get("barcode"), holder[0],
                 )
-                return fld, value, holder["id"]
-            claim = self.claimed[fld].get(value)
+                return fld, value, holder[0]
+            claim = claimed[fld].get(value)
             if claim is not None and claim[1] != target:
                 self.skip(
                     f"{fld}_conflict", line,
@@ -476,4 +661,5 @@ class _Import:
         return None
 
 
-__all__ = ["IMPORT_KIND", "MODES", "fingerprint", "run_import"]
+__all__ = ["IMPORT_KIND", "MODES", "mapping_seed", "new_patron_row", "patron_changes", "row_fingerprint",
+           "run_import"]

@@ -72,7 +72,7 @@ ENCODING_NAMES: dict[str, str] = {
 }
 DELIMITERS: dict[str, str] = {",": ",", ";": ";", "|": "|", "\t": "\t", "tab": "\t", "comma": ",",
                               "semicolon": ";", "pipe": "|"}
-SCALAR_KEYS = ("encoding", "delimiter", "header", "match", "date_format", "required", "protect")
+SCALAR_KEYS = ("encoding", "delimiter", "header", "match", "date_format", "required", "protect", "last_modified")
 PREFIX_KEYS = ("field", "default", "map", "custom")
 
 
@@ -233,6 +233,7 @@ class ImportMapping(BaseModel):
     required: tuple[str, ...] = ()
     custom: dict[str, str] = {}        # name -> template text
     protect: tuple[str, ...] = ()
+    last_modified: str | None = None   # CSV column with the record's last change (Incremental)
     lines: dict[str, int] = {}
 
     _cache: dict = PrivateAttr(default_factory=dict)
@@ -275,6 +276,8 @@ class ImportMapping(BaseModel):
         for name, nodes in self.templates().items():
             for column in template_columns(nodes):
                 out.setdefault(column, f"custom.{name}")
+        if self.last_modified:
+            out.setdefault(self.last_modified, "last_modified")
         return out
 
     def where(self, key: str) -> str:
@@ -489,6 +492,10 @@ def parse_properties(text: str, *, source: str = "<properties>") -> ImportMappin
                     data["match"] = v
                 elif key == "date_format":
                     data["date_format"] = ImportMapping._date_format(value)
+                elif key == "last_modified":
+                    if not value.strip():
+                        raise ValueError("last_modified names the CSV column holding each record's last change")
+                    data["last_modified"] = value.strip()
                 elif key in ("required", "protect"):
                     names = _split_list(value)
                     for name in names:
@@ -622,6 +629,8 @@ def dump_properties(mapping: ImportMapping) -> str:
     out += [kv(f"custom.{k}", v) for k, v in mapping.custom.items()]
     if mapping.protect:
         out.append(f"protect={','.join(mapping.protect)}")
+    if mapping.last_modified:
+        out.append(kv("last_modified", mapping.last_modified))
     return "\n".join(out) + "\n"
 
 

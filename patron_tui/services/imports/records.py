@@ -20,10 +20,12 @@ import codecs
 import csv
 import datetime as dt
 import difflib
+import hashlib
 import re
 import sys
-from collections.abc import Collection, Iterator, Mapping
+from collections.abc import Callable, Collection, Iterator, Mapping
 from dataclasses import dataclass, field
+from itertools import chain
 from pathlib import Path
 
 from patron_tui.services.imports.properties import (
@@ -180,6 +182,260 @@ def _norm(name: str) -> str:
     return " ".join(name.split()).casefold()
 
 
+class RowReader:
+    """The data rows of a patron CSV file, streamed: iterate for `(line, row, raw)` (`row` is
+    the record's fields in header order, `line` the physical line it starts on, `raw` the
+    line's bytes as read for a one-line record, else None) or `Problem`s for rows that must
+    be skipped. `columns` (the header, spelled as the mapping spells it) is
+    known once iteration has begun (or after `open()`).
+
+    Blocks of about 32 KiB of lines are decoded at once; only a block holding an undecodable
+    byte or a NUL is decoded line by line to name the line and byte.
+    """
+
+    BLOCK = 32 * 1024
+
+    def __init__(self, path: str | Path, mapping: ImportMapping, *, encoding: str | None = None,
+                 max_field: int = DEFAULT_MAX_FIELD) -> None:
+        self.path = Path(path)
+        self.name = str(self.path)
+        self.mapping = mapping
+        self.codec = normalize_encoding(encoding) if encoding else mapping.encoding
+        self.label = encoding_label(self.codec)
+        self.max_field = max_field
+        self.columns: tuple[str, ...] = ()
+        self.bytes_read = 0          # bytes of the file consumed so far (for progress)
+        self.size = self.path.stat().st_size if self.path.exists() else 0
+        self._gen: Iterator | None = None
+        self._unchanged: tuple[set[int], bytes] | None = None
+        self.on_block: Callable[[], None] | None = None   # called after each block is read
+        self.unchanged = 0           # records skipped as unchanged by `skip_unchanged`
+
+    def skip_unchanged(self, stored: set[int], person: bytes) -> None:
+        """Incremental imports: a one-line record whose fingerprint (blake2b of its raw bytes,
+        8 bytes, `person`, as a signed int) is in `stored` is counted in `unchanged` and not
+        yielded (it is taken out of `stored`). Only where the lines are known to be whole records:
+        a block without a quote character while no quoted field is open."""
+        self._unchanged = (stored, person)
+
+    def open(self) -> RowReader:
+        """Read the header now (raises ImportFileError for a file that cannot be imported)."""
+        if self._gen is None:
+            self._gen = self._rows()
+            first = next(self._gen)
+            assert first is None
+        return self
+
+    def __iter__(self):
+        self.open()
+        assert self._gen is not None
+        return self._gen
+
+    def _rows(self):
+        name, codec, label, mapping, max_field = self.name, self.codec, self.label, self.mapping, self.max_field
+        if csv.field_size_limit() < _CSV_LIMIT:
+            csv.field_size_limit(_CSV_LIMIT)
+        with self.path.open("rb") as f:
+            sample = f.read(SAMPLE_BYTES)
+            if not sample.strip():
+                raise ImportFileError(name, None, "the file is empty: no header row and no records", code="empty_file")
+            line_codec, bom, newline, unit = _codec_plan(codec, sample)
+            if unit == 1 and b"\x00" in sample:
+                offset = sample.index(b"\x00")
+                hint = guess_encoding(sample, exclude=codec)
+                extra = f"; it looks like {encoding_label(hint)} (set encoding={encoding_label(hint)})" if hint == "utf-16" else ""
+                raise ImportFileError(
+                    name, sample.count(b"\n", 0, offset) + 1,
+                    f"not a text CSV file: a NUL byte at byte offset {offset}{extra}", code="binary_file",
+                )
+            f.seek(bom)
+            self.bytes_read = bom
+            hint_cache: list[str] = []
+
+            def hint() -> str:
+                if not hint_cache:
+                    guess = guess_encoding(sample, exclude=codec)
+                    hint_cache.append(
+                        f"; the file looks like {encoding_label(guess)} (set encoding={encoding_label(guess)})"
+                        if guess else ""
+                    )
+                return hint_cache[0]
+
+            bad_lines: dict[int, Problem] = {}   # line -> problem (only while its record is open)
+
+            def slow(lines: list[bytes], first_line: int, offset: int) -> list[str]:
+                out = []
+                for n, raw in enumerate(lines):
+                    line_no = first_line + n
+                    try:
+                        text = raw.decode(line_codec)
+                    except UnicodeDecodeError as exc:
+                        bad = raw[exc.start:exc.start + 1]
+                        at = offset + exc.start
+                        bad_lines[line_no] = Problem(
+                            "undecodable", line_no,
+                            f"line {line_no}: cannot decode byte 0x{bad.hex().upper()} at byte offset {at} "
+                            f"(byte {exc.start + 1} of the line) as {label}{hint()}",
+                            byte_offset=at,
+                        )
+                        text = raw.decode(line_codec, "replace")
+                    if "\x00" in text and line_no not in bad_lines:
+                        at = offset + (raw.index(b"\x00") if unit == 1 else text.index("\x00") * unit)
+                        bad_lines[line_no] = Problem(
+                            "binary_data", line_no, f"line {line_no}: a NUL byte at byte offset {at} (binary data)",
+                            byte_offset=at,
+                        )
+                        text = text.replace("\x00", "")
+                    offset += len(raw)
+                    out.append(text)
+                return out
+
+            # the block the csv reader is in: [its first line, its raw lines, has a long line]
+            current: list = [1, [], False]
+            unchanged = self._unchanged if unit == 1 else None
+            open_quote = [0]    # quote parity so far: 1 = a quoted field is open
+            blake, from_bytes = hashlib.blake2b, int.from_bytes
+
+            def blocks() -> Iterator[list[str]]:
+                line_no = 1
+                if unit == 1:
+                    source = iter(lambda: f.readlines(self.BLOCK), [])
+                else:
+                    wide = _binary_lines(f, newline, unit)
+                    source = iter(lambda: [ln for _, ln in zip(range(4096), wide)], [])
+                nul = "\x00".encode(line_codec) if unit == 2 else b"\x00"
+                for lines in source:
+                    block = b"".join(lines)
+                    texts = None
+                    if nul not in block or unit == 2:
+                        try:
+                            texts = block.decode(line_codec).splitlines(True)
+                        except UnicodeDecodeError:
+                            texts = None
+                        # splitlines also breaks at \r, \x0b, \x1c, \x85, U+2028...: when it found
+                        # more lines than the file has, decode line by line instead
+                        if texts is not None and len(texts) != len(lines):
+                            texts = [ln.decode(line_codec) for ln in lines]
+                        if texts is not None and unit == 2 and any("\x00" in t for t in texts):
+                            texts = None
+                    if texts is None:
+                        texts = slow(lines, line_no, self.bytes_read)
+                    elif unchanged is not None:
+                        quotes = block.count(b'"')
+                        if not quotes and not open_quote[0]:
+                            # every line of this block is a whole record: an unchanged one is
+                            # blanked (the csv reader skips it) without being parsed
+                            stored, person = unchanged
+                            for i, ln in enumerate(lines):
+                                fp = from_bytes(blake(ln, digest_size=8, person=person).digest(), "little",
+                                                signed=True)
+                                if fp in stored:
+                                    stored.discard(fp)   # a second identical record goes the long way
+                                    texts[i] = "\n"
+                                    self.unchanged += 1
+                        open_quote[0] ^= quotes & 1
+                    current[0] = line_no
+                    current[1] = lines
+                    current[2] = max(map(len, texts)) > max_field
+                    line_no += len(lines)
+                    self.bytes_read += len(block)
+                    if self.on_block is not None:
+                        self.on_block()
+                    yield texts
+
+            reader = csv.reader(chain.from_iterable(blocks()), delimiter=mapping.delimiter)
+            # --- header -------------------------------------------------------
+            try:
+                first = next(reader, None)
+                while first is not None and not any(c.strip() for c in first):
+                    first = next(reader, None)
+            except csv.Error as exc:
+                raise ImportFileError(name, reader.line_num, f"cannot read the header row: {exc}", code="bad_header") from None
+            if first is None:
+                raise ImportFileError(name, None, "the file is empty: no header row and no records", code="empty_file")
+            header_line = reader.line_num
+            for ln in range(1, header_line + 1):
+                if ln in bad_lines:
+                    raise ImportFileError(name, ln, f"the header row cannot be decoded: {bad_lines[ln].message}",
+                                          code="undecodable")
+            if mapping.header:
+                header = [h.strip() for h in first]
+                pending: list[str] | None = None
+                columns = _resolve_columns(name, header_line, header, mapping)
+            else:
+                header = [str(i) for i in range(1, len(first) + 1)]
+                pending = first
+                columns = header
+            self.columns = tuple(columns)
+            width = len(header)
+            yield None   # the header is read: `columns` is known
+
+            # --- records ------------------------------------------------------
+            count = 0
+            prev_end = header_line
+            if pending is not None:
+                prev_end = reader.line_num
+                count += 1
+                if len(pending) == width and max(map(len, pending)) <= max_field:
+                    yield 1, pending, current[1][0] if prev_end == 1 and current[0] == 1 else None
+                elif len(pending) == width:
+                    yield Problem("field_too_long", 1, f"line 1: a field holds more than {max_field:,} characters")
+            while True:
+                try:
+                    for row in reader:
+                        start = prev_end + 1
+                        prev_end = reader.line_num
+                        if bad_lines:
+                            # blocks are decoded ahead of the csv reader: keep later lines' problems
+                            problem = next((bad_lines[ln] for ln in range(start, prev_end + 1) if ln in bad_lines),
+                                           None)
+                            for ln in [ln for ln in bad_lines if ln <= prev_end]:
+                                del bad_lines[ln]
+                            if problem is not None:
+                                count += 1
+                                yield problem
+                                continue
+                        if len(row) != width:
+                            if not row or (len(row) == 1 and not row[0].strip()):
+                                continue  # a blank line
+                            count += 1
+                            yield Problem(
+                                "ragged_row", start,
+                                f"line {start}: {len(row)} fields, but the header has {width}"
+                                + (" (an unquoted delimiter or a missing quote?)" if len(row) > width else ""),
+                            )
+                            continue
+                        count += 1
+                        if start == prev_end and start >= current[0]:
+                            # one physical line: its raw bytes are the record's (for the fingerprint)
+                            raw = current[1][start - current[0]]
+                            long = current[2]
+                        else:
+                            raw = None
+                            long = True
+                        if long and max(map(len, row)) > max_field:
+                            i = next(i for i, v in enumerate(row) if len(v) > max_field)
+                            col = columns[i]
+                            yield Problem(
+                                "field_too_long", start,
+                                f"line {start}: column {col!r} holds {len(row[i]):,} characters "
+                                f"(more than {max_field:,})",
+                                column=col,
+                            )
+                            continue
+                        yield start, row, raw
+                    break
+                except csv.Error as exc:
+                    start = prev_end + 1
+                    prev_end = reader.line_num
+                    for ln in [ln for ln in bad_lines if ln <= prev_end]:
+                        del bad_lines[ln]
+                    count += 1
+                    yield Problem("bad_csv", start, f"line {start}: {exc}")
+            if count == 0 and not self.unchanged:
+                raise ImportFileError(name, header_line, "the file has a header row but no records", code="header_only")
+
+
 def read_records(
     path: str | Path,
     mapping: ImportMapping,
@@ -193,150 +449,13 @@ def read_records(
     an empty file, a header-only file, binary data, an undecodable header or a mapped column
     the header lacks.
     """
-    path = Path(path)
-    name = str(path)
-    codec = normalize_encoding(encoding) if encoding else mapping.encoding
-    label = encoding_label(codec)
-    if csv.field_size_limit() < _CSV_LIMIT:
-        csv.field_size_limit(_CSV_LIMIT)
-
-    with path.open("rb") as f:
-        sample = f.read(SAMPLE_BYTES)
-        if not sample.strip():
-            raise ImportFileError(name, None, "the file is empty: no header row and no records", code="empty_file")
-        line_codec, bom, newline, unit = _codec_plan(codec, sample)
-        if unit == 1 and b"\x00" in sample:
-            offset = sample.index(b"\x00")
-            hint = guess_encoding(sample, exclude=codec)
-            extra = f"; it looks like {encoding_label(hint)} (set encoding={encoding_label(hint)})" if hint == "utf-16" else ""
-            raise ImportFileError(
-                name, sample.count(b"\n", 0, offset) + 1,
-                f"not a text CSV file: a NUL byte at byte offset {offset}{extra}", code="binary_file",
-            )
-        f.seek(bom)
-
-        hint_cache: list[str] = []
-
-        def hint() -> str:
-            if not hint_cache:
-                guess = guess_encoding(sample, exclude=codec)
-                hint_cache.append(
-                    f"; the file looks like {encoding_label(guess)} (set encoding={encoding_label(guess)})"
-                    if guess else ""
-                )
-            return hint_cache[0]
-
-        decoder_line = [0]          # physical line number of the last decoded line
-        bad_lines: dict[int, Problem] = {}   # line -> problem (only while its record is open)
-        offset = [bom]
-
-        def text_lines() -> Iterator[str]:
-            for raw in _binary_lines(f, newline, unit):
-                decoder_line[0] += 1
-                line_no = decoder_line[0]
-                try:
-                    text = raw.decode(line_codec)
-                except UnicodeDecodeError as exc:
-                    bad = raw[exc.start:exc.start + 1]
-                    at = offset[0] + exc.start
-                    bad_lines[line_no] = Problem(
-                        "undecodable", line_no,
-                        f"line {line_no}: cannot decode byte 0x{bad.hex().upper()} at byte offset {at} "
-                        f"(byte {exc.start + 1} of the line) as {label}{hint()}",
-                        byte_offset=at,
-                    )
-                    text = raw.decode(line_codec, "replace")
-                if "\x00" in text and line_no not in bad_lines:
-                    at = offset[0] + (raw.index(b"\x00") if unit == 1 else text.index("\x00") * unit)
-                    bad_lines[line_no] = Problem(
-                        "binary_data", line_no, f"line {line_no}: a NUL byte at byte offset {at} (binary data)",
-                        byte_offset=at,
-                    )
-                    text = text.replace("\x00", "")
-                offset[0] += len(raw)
-                yield text
-
-        reader = csv.reader(text_lines(), delimiter=mapping.delimiter)
-        # --- header -------------------------------------------------------
-        try:
-            first = next(reader, None)
-            while first is not None and not any(c.strip() for c in first):
-                first = next(reader, None)
-        except csv.Error as exc:
-            raise ImportFileError(name, reader.line_num, f"cannot read the header row: {exc}", code="bad_header") from None
-        if first is None:
-            raise ImportFileError(name, None, "the file is empty: no header row and no records", code="empty_file")
-        header_line = reader.line_num
-        for ln in range(1, header_line + 1):
-            if ln in bad_lines:
-                raise ImportFileError(name, ln, f"the header row cannot be decoded: {bad_lines[ln].message}",
-                                      code="undecodable")
-        if mapping.header:
-            header = [h.strip() for h in first]
-            pending: list[str] | None = None
-            columns = _resolve_columns(name, header_line, header, mapping)
+    reader = RowReader(path, mapping, encoding=encoding, max_field=max_field)
+    for item in reader:
+        if isinstance(item, Problem):
+            yield item
         else:
-            header = [str(i) for i in range(1, len(first) + 1)]
-            pending = first
-            columns = header
-        width = len(header)
-
-        # --- records ------------------------------------------------------
-        count = 0
-        prev_end = header_line if pending is None else 0
-        while True:
-            if pending is not None:
-                row, pending = pending, None
-            else:
-                try:
-                    row = next(reader, None)
-                except csv.Error as exc:
-                    start = prev_end + 1
-                    prev_end = reader.line_num
-                    bad_lines.clear()
-                    count += 1
-                    yield Problem("bad_csv", start, f"line {start}: {exc}")
-                    continue
-                if row is None:
-                    break
-            start = prev_end + 1
-            end = reader.line_num
-            prev_end = end
-            if bad_lines:
-                problem = next((bad_lines[ln] for ln in range(start, end + 1) if ln in bad_lines), None)
-                bad_lines.clear()
-                if problem is not None:
-                    count += 1
-                    yield problem
-                    continue
-            if not row or (len(row) == 1 and not row[0].strip()):
-                continue  # a blank line
-            count += 1
-            if len(row) != width:
-                yield Problem(
-                    "ragged_row", start,
-                    f"line {start}: {len(row)} fields, but the header has {width}"
-                    + (" (an unquoted delimiter or a missing quote?)" if len(row) > width else ""),
-                )
-                continue
-            too_long = None
-            for i, value in enumerate(row):
-                if len(value) > max_field:
-                    too_long = i
-                    break
-            if too_long is not None:
-                col = columns[too_long]
-                yield Problem(
-                    "field_too_long", start,
-                    f"line {start}: column {col!r} holds {len(row[too_long]):,} characters "
-                    f"(more than {max_field:,})",
-                    column=col,
-                )
-                continue
-            values = dict(zip(columns, row))
-            yield SourceRecord(start, values, row)
-        if count == 0:
-            raise ImportFileError(name, header_line, "the file has a header row but no records", code="header_only")
+            line, row, _raw = item
+            yield SourceRecord(line, dict(zip(reader.columns, row)), row)
 
 
 def _resolve_columns(name: str, line: int, header: list[str], mapping: ImportMapping) -> list[str]:
@@ -418,41 +537,146 @@ def _two_digit_year(yy: int) -> int:
     return year if year <= now else year - 100
 
 
-class _Plan:
-    """Everything map_record needs, computed once per mapping."""
+class RowMapper:
+    """The mapping compiled for one header: `mapper(row, line) -> (fields, problems or None)`.
 
-    __slots__ = ("steps", "required", "match", "parse_date")
+    `row` is the record's fields in header order. The mapping rules (field., default., map.,
+    custom., date_format, required, reference codes, require district ID) are turned into the
+    source of one straight-line Python function per mapping and header, compiled once: an
+    import maps 200,000 rows with it, so the per-row cost is what the whole import costs.
+    """
 
-    def __init__(self, mapping: ImportMapping):
-        self.parse_date = _date_parser(mapping.date_format)
+    __slots__ = ("fn", "columns", "source", "fields")
+
+    def __init__(
+        self,
+        mapping: ImportMapping,
+        columns: tuple[str, ...],
+        reference: Mapping[str, Collection[str]] | None = None,
+        require_district_id: bool = False,
+    ) -> None:
+        self.columns = columns
+        index = {c: i for i, c in enumerate(columns)}
         computed = {k: compile_template(parse_template(v)) for k, v in mapping.custom.items()}
-        targets: dict[str, tuple[str | None, object]] = {}   # field -> (column or None, getter)
+        targets: dict[str, tuple[str | None, object]] = {}   # field -> (column or None, template)
         for fld, column in mapping.fields.items():
-            if column in computed:
-                targets[fld] = (column, computed[column])
-            else:
-                targets[fld] = (column, None)
+            targets[fld] = (column, computed.get(column))
         for name, fn in computed.items():
             if name in PATRON_FIELDS and name not in targets:
                 targets[name] = (None, fn)
         for fld in mapping.defaults:
             targets.setdefault(fld, (None, None))
-        steps = []
-        for fld, (column, fn) in targets.items():
+        env: dict[str, object] = {"_bad": _bad_value, "_with_barcode": _with_barcode, "Problem": Problem}
+        parse_date = _date_parser(mapping.date_format)
+        cache: dict[str, str] = {}
+
+        def date(text: str) -> str:
+            iso = cache.get(text)
+            if iso is None:
+                iso = parse_date(text)   # ValueError for a bad date: never cached
+                if len(cache) > 50_000:
+                    cache.clear()
+                cache[text] = iso
+            return iso
+
+        env["_date"] = date
+        code = ["def _map(row, line):", "    out = {}", "    problems = None"]
+        emitted: list[str] = []   # the fields every valid record carries, in `fields` order
+        if computed:
+            env["_COLUMNS"] = columns
+            code.append("    values = dict(zip(_COLUMNS, row))")
+        for n, (fld, (column, fn)) in enumerate(targets.items()):
+            default = mapping.defaults.get(fld)
             table = mapping.maps.get(fld) or {}
-            folded = {k.casefold(): v for k, v in table.items()}
-            kind = "date" if fld in DATE_FIELDS else "int" if fld in INTEGER_FIELDS else "text"
-            steps.append((fld, column, fn, mapping.defaults.get(fld), table, folded, kind))
-        self.steps = steps
-        self.required = [(f, mapping.fields.get(f)) for f in mapping.required]
-        self.match = mapping.match
+            if fn is not None:
+                env[f"_T{n}"] = fn
+                code.append(f"    t = _T{n}(values).strip()")
+            elif column is not None and column in index:
+                code.append(f"    t = row[{index[column]}].strip()")
+            elif column is not None and default is None:
+                continue   # the file does not carry the column: leave the stored value alone
+            else:
+                code.append("    t = ''")
+            emitted.append(fld)
+            if default is not None:
+                env[f"_D{n}"] = default
+            if table:
+                env[f"_M{n}"] = table
+                env[f"_F{n}"] = {k.casefold(): v for k, v in table.items()}
+                code += ["    if t:", f"        m = _M{n}.get(t)",
+                         f"        t = m if m is not None else _F{n}.get(t.casefold(), t)"]
+                if default is not None:
+                    code += ["    else:", f"        t = _D{n}"]
+            elif default is not None:
+                code += ["    if not t:", f"        t = _D{n}"]
+            if fld in DATE_FIELDS or fld in INTEGER_FIELDS:
+                convert = "_date(t)" if fld in DATE_FIELDS else "int(t)"
+                code_kind = "bad_date" if fld in DATE_FIELDS else "bad_number"
+                env[f"_W{n}"] = (code_kind, fld, column, mapping.date_format)
+                code += ["    if t:", "        try:", f"            out[{fld!r}] = {convert}",
+                         "        except ValueError:",
+                         "            problems = problems or []",
+                         f"            problems.append(_bad(_W{n}, line, t))",
+                         "    else:", f"        out[{fld!r}] = None"]
+            else:
+                code.append(f"    out[{fld!r}] = t")
+        code.append("    barcode = out.get('barcode') or None")
+        for fld in mapping.required:
+            column = mapping.fields.get(fld)
+            where = f" (column {column!r})" if column else ""
+            env[f"_R_{fld}"] = (fld, column, where)
+            code += [f"    v = out.get({fld!r})", "    if v is None or v == '':",
+                     "        problems = problems or []",
+                     f"        problems.append(Problem('missing_required', line, f'line {{line}}: required field "
+                     f"{fld}' + _R_{fld}[2] + ' is blank', field={fld!r}, column=_R_{fld}[1], barcode=barcode))"]
+        if require_district_id:
+            env["_DID_COL"] = mapping.fields.get("district_id")
+            code += ["    if not out.get('district_id'):", "        problems = problems or []",
+                     "        problems.append(Problem('missing_district_id', line, f'line {line}: no district ID, "
+                     "and the district requires one', field='district_id', column=_DID_COL, barcode=barcode))"]
+        for fld, allowed in (reference or {}).items():
+            env[f"_A_{fld}"] = frozenset(allowed)
+            env[f"_AC_{fld}"] = mapping.fields.get(fld)
+            code += [f"    v = out.get({fld!r})", f"    if v and v not in _A_{fld}:",
+                     "        problems = problems or []",
+                     f"        problems.append(Problem('unknown_code', line, f'line {{line}}: {fld} {{v!r}} is not in "
+                     f"the {fld} table', field={fld!r}, column=_AC_{fld}, barcode=barcode))"]
+        code += ["    if problems and barcode is not None:",
+                 "        problems = [p if p.barcode else _with_barcode(p, barcode) for p in problems]",
+                 "    return out, problems"]
+        self.fields = tuple(emitted)
+        self.source = "\n".join(code)
+        exec(compile(self.source, f"<mapping {mapping.source}>", "exec"), env)  # noqa: S102 - our own source
+        self.fn = env["_map"]
+
+    def __call__(self, row: list[str], line: int) -> tuple[dict[str, object], list[Problem] | None]:
+        return self.fn(row, line)
 
 
-def _plan(mapping: ImportMapping) -> _Plan:
-    plan = mapping._cache.get("plan")
-    if plan is None:
-        plan = mapping._cache["plan"] = _Plan(mapping)
-    return plan
+def _bad_value(what: tuple, line: int, text: str) -> Problem:
+    code, fld, column, date_format = what
+    where = f"column {column!r}" if column else f"field {fld}"
+    if code == "bad_date":
+        return Problem(code, line, f"line {line}: {where}: {text!r} is not a valid date ({date_format})",
+                       field=fld, column=column)
+    return Problem(code, line, f"line {line}: {where}: {text!r} is not a whole number", field=fld, column=column)
+
+
+def row_mapper(
+    mapping: ImportMapping,
+    columns: tuple[str, ...],
+    reference: Mapping[str, Collection[str]] | None = None,
+    require_district_id: bool = False,
+) -> RowMapper:
+    """The RowMapper for this mapping and header, cached on the mapping."""
+    key = ("mapper", columns, tuple(sorted((k, frozenset(v)) for k, v in (reference or {}).items())),
+           require_district_id)
+    mapper = mapping._cache.get(key)
+    if mapper is None:
+        if len(mapping._cache) > 64:
+            mapping._cache.clear()
+        mapper = mapping._cache[key] = RowMapper(mapping, columns, reference, require_district_id)
+    return mapper
 
 
 def map_record(
@@ -466,78 +690,9 @@ def map_record(
     in the record, a custom template, or a default) appear in `fields`; blank values become ''
     (None for dates and numbers). `reference` maps a patron field to its allowed codes; a value
     outside them is a problem `unknown_code`."""
-    plan = _plan(mapping)
-    values = record.values
-    line = record.line
-    out: dict[str, object] = {}
-    problems: list[Problem] = []
-    for fld, column, fn, default, table, folded, kind in plan.steps:
-        if fn is not None:
-            text = fn(values).strip()
-        elif column is not None:
-            raw = values.get(column)
-            if raw is None:
-                if default is None:
-                    continue  # the file does not carry the column: leave the stored value alone
-                text = ""
-            else:
-                text = raw.strip()
-        else:
-            text = ""
-        if not text:
-            if default is not None:
-                text = default
-        elif table:
-            mapped = table.get(text)
-            if mapped is None:
-                mapped = folded.get(text.casefold(), text)
-            text = mapped
-        if kind == "date":
-            if text:
-                try:
-                    out[fld] = plan.parse_date(text)
-                except ValueError:
-                    where = f"column {column!r}" if column else f"field {fld}"
-                    problems.append(Problem(
-                        "bad_date", line, f"line {line}: {where}: {text!r} is not a valid date "
-                        f"({mapping.date_format})", field=fld, column=column,
-                    ))
-            else:
-                out[fld] = None
-        elif kind == "int":
-            if text:
-                try:
-                    out[fld] = int(text)
-                except ValueError:
-                    where = f"column {column!r}" if column else f"field {fld}"
-                    problems.append(Problem(
-                        "bad_number", line, f"line {line}: {where}: {text!r} is not a whole number",
-                        field=fld, column=column,
-                    ))
-            else:
-                out[fld] = None
-        else:
-            out[fld] = text
-    barcode = out.get("barcode") or None
-    for fld, column in plan.required:
-        if out.get(fld) in (None, ""):
-            where = f" (column {column!r})" if column else ""
-            problems.append(Problem("missing_required", line, f"line {line}: required field {fld}{where} is blank",
-                                    field=fld, column=column, barcode=barcode))
-    if require_district_id and not out.get("district_id"):
-        problems.append(Problem("missing_district_id", line,
-                                f"line {line}: no district ID, and the district requires one",
-                                field="district_id", column=mapping.fields.get("district_id"), barcode=barcode))
-    if reference:
-        for fld, allowed in reference.items():
-            value = out.get(fld)
-            if value not in (None, "") and value not in allowed:
-                problems.append(Problem("unknown_code", line,
-                                        f"line {line}: {fld} {value!r} is not in the {fld} table",
-                                        field=fld, column=mapping.fields.get(fld), barcode=barcode))
-    if barcode is not None:
-        problems = [p if p.barcode else _with_barcode(p, barcode) for p in problems]
-    return MappedRecord(line, out, problems)
+    mapper = row_mapper(mapping, tuple(record.values), reference, require_district_id)
+    fields, problems = mapper.fn(list(record.values.values()), record.line)
+    return MappedRecord(record.line, fields, problems or [])
 
 
 def _with_barcode(p: Problem, barcode) -> Problem:
