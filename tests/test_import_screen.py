@@ -15,6 +15,7 @@ from patron_tui.store import ChangesetWriter, Store
 from patron_tui.ui.app import make_app
 from patron_tui.ui.screens.conflict_dialog import ConflictScreen
 from patron_tui.ui.screens.import_run import CancelRunScreen, ImportScreen, complete_path, estimate_records
+from patron_tui.ui.screens.key_help import KeyHelpScreen
 from patron_tui.ui.screens.job_summary import ExportMessagesScreen, JobSummaryScreen, MessageView
 from patron_tui.ui.screens.query_dialogs import ConfirmScreen
 from patron_tui.ui.screens.sections import JobsScreen
@@ -248,6 +249,14 @@ async def test_edit_and_keep_from_the_jobs_list(store, tmp_path):
         await settle(app, pilot)
         assert isinstance(app.screen, JobSummaryScreen) and app.screen.run_id == run_id
         assert "Read 5" in counts_text(app)
+        await pilot.press("question_mark")  # the summary's keys, from its declared bindings
+        await settle(app, pilot)
+        assert isinstance(app.screen, KeyHelpScreen)
+        keys = app.screen.query_one(DataTable)
+        listed = {str(keys.get_row_at(i)[0]): str(keys.get_row_at(i)[1]) for i in range(keys.row_count)}
+        assert listed["x"] == "Export CSV" and listed["p"] == "Problems only" and listed["c"] == "Conflicts"
+        await pilot.press("escape")
+        await settle(app, pilot)
         await pilot.press("c", "enter")
         await settle(app, pilot)
         assert isinstance(app.screen, ConflictScreen)
@@ -344,8 +353,9 @@ async def test_cancel_asks_first(store, tmp_path, monkeypatch):
         await pilot.press("n")
         await pilot.pause()
         assert isinstance(app.screen, ImportScreen) and screen.running
-        await pilot.press("escape")
+        await pilot.press("ctrl+c")
         await pilot.pause()
+        assert isinstance(app.screen, CancelRunScreen)
         await pilot.press("y")
         await wait_until(app, pilot, lambda: isinstance(app.screen, JobSummaryScreen))
         await settle(app, pilot)

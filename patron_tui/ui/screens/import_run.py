@@ -345,6 +345,8 @@ class ImportScreen(Screen[None]):
         if self._timer is not None:
             self._timer.stop()
         self._timer = self.set_interval(0.1, self.poll)
+        # off the inputs, so Ctrl+C reaches the screen (an Input takes it as copy)
+        self.query_one(LogPane).view.focus()
         self.poll()
 
     def poll(self) -> None:

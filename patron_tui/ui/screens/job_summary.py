@@ -153,7 +153,7 @@ class JobSummaryScreen(Screen[None]):
         Binding("e", "filter('error')", "Errors"),
         Binding("w", "filter('warning')", "Warnings"),
         Binding("s", "filter('skipped')", "Skipped"),
-        Binding("p", "filter('problems')", "Errors+warnings"),
+        Binding("p", "filter('problems')", "Problems only"),
         Binding("x", "export", "Export CSV"),
         Binding("m", "tab('tab-messages')", "Messages"),
         Binding("c", "tab('tab-conflicts')", "Conflicts"),
