@@ -112,7 +112,16 @@ async def open_import(app, pilot):
     assert isinstance(app.screen, ImportScreen)
 
 
-async def fill_and_start(app, pilot, csv_path: Path, props: Path, *, dry_run: bool = False):
+async def choose(pilot, steps: int):
+    """Open the focused Select, move `steps` down, choose."""
+    await pilot.press("enter")
+    await pilot.pause()
+    await pilot.press(*["down"] * steps, "enter")
+    await pilot.pause()
+
+
+async def fill_and_start(app, pilot, csv_path: Path, props: Path, *, dry_run: bool = False,
+                         incremental: bool = False, encoding_steps: int = 0):
     screen = app.screen
     assert screen.query_one("#import-path", Input).has_focus
     await pilot.press(*csv_path.name, "enter")  # checked; the sibling .properties is filled in
@@ -122,8 +131,12 @@ async def fill_and_start(app, pilot, csv_path: Path, props: Path, *, dry_run: bo
     await pilot.press("enter")  # checked; focus moves on to the mode
     await settle(app, pilot)
     assert screen.query_one("#import-mode", Select).has_focus
-    await pilot.press("tab")  # encoding: keep "from the properties file"
+    if incremental:
+        await choose(pilot, 1)
+    await pilot.press("tab")  # encoding: "from the properties file" unless told
     assert screen.query_one("#import-encoding", Select).has_focus
+    if encoding_steps:
+        await choose(pilot, encoding_steps)
     await pilot.press("tab")
     assert screen.query_one("#import-dry-run", Checkbox).has_focus
     if dry_run:
@@ -315,8 +328,10 @@ async def test_form_refuses_missing_files_and_dry_run_changes_nothing(store, tmp
         await clear_input(pilot, screen.query_one("#import-properties", Input))  # filled in again from the CSV
         await pilot.press("shift+tab")
         await clear_input(pilot, screen.query_one("#import-path", Input))
-        await fill_and_start(app, pilot, csv_path, props, dry_run=True)
-        assert "dry run: nothing was changed" in counts_text(app) and "added 2" in counts_text(app)
+        await fill_and_start(app, pilot, csv_path, props, dry_run=True, incremental=True, encoding_steps=2)
+        text = counts_text(app)
+        assert "dry run: nothing was changed" in text and "added 2" in text
+        assert "incremental" in text and "encoding utf-8-sig" in text, text
     assert patron(store, district_id="D3") is None
     assert patron(store, district_id="D1")["grade"] == "9"
 

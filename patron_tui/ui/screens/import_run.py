@@ -361,14 +361,14 @@ class ImportScreen(Screen[None]):
         minutes, seconds = divmod(int(elapsed), 60)
         figures = f"{done:,} records · {rate:,.0f} records/s · {minutes}:{seconds:02d} elapsed"
         if not handle.finished:
-            if handle.total:
-                bar.update(total=handle.total, progress=done)
-            elif self.estimate:
-                bar.update(total=max(self.estimate, done + 1), progress=done)
+            # the engine's own estimate when it gives one, else ours from the file's size
+            about = handle.total or self.estimate
+            if about:
+                bar.update(total=max(about, done + 1), progress=done)
             else:
                 bar.update(total=None, progress=done)
-            about = f" of about {self.estimate:,}" if self.estimate and done < self.estimate else ""
-            status.update(Content(f"Run {handle.run_id} {handle.status.value}: {figures}{about}"))
+            tail = f" of about {about:,}" if about and done < about else ""
+            status.update(Content(f"Run {handle.run_id} {handle.status.value}: {figures}{tail}"))
             return
         if self._timer is not None:
             self._timer.stop()
