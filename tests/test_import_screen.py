@@ -379,6 +379,23 @@ async def test_cancel_asks_first(store, tmp_path, monkeypatch):
     assert patron(store, district_id="D3") is None
 
 
+async def test_palette_opens_the_import_screen(store):
+    app = make_app(store.path, operator="tester")
+    async with app.run_test(size=(80, 24)) as pilot:
+        await settle(app, pilot)
+        await pilot.press("ctrl+p")
+        await pilot.pause()
+        await pilot.press(*"import a patron file")
+        await pilot.pause(0.3)
+        await pilot.press("enter")
+        await settle(app, pilot)
+        assert app.current_mode == "jobs" and isinstance(app.screen, ImportScreen)
+        assert app.screen.query_one("#import-path", Input).has_focus
+        await pilot.press("escape")
+        await settle(app, pilot)
+        assert isinstance(app.screen, JobsScreen)
+
+
 def test_path_completion_and_estimate(tmp_path):
     (tmp_path / "students.csv").write_text("a,b\n" + "1,2\n" * 9, encoding="utf-8")
     (tmp_path / "sub").mkdir()

@@ -383,7 +383,10 @@ class ImportScreen(Screen[None]):
     def open_summary(self, run_id: int) -> None:
         from patron_tui.ui.screens.job_summary import JobSummaryScreen
 
-        if self.app.screen is self:
+        if isinstance(self.app.screen, CancelRunScreen) and self.app.screen_stack[-2] is self:
+            self.app.screen.dismiss(False)  # the run ended while the question was open
+            self.app.push_screen(JobSummaryScreen(run_id))
+        elif self.app.screen is self:
             self.app.push_screen(JobSummaryScreen(run_id))
         else:
             self.notify(f"Run {run_id} finished; its job summary is in Jobs (4).", markup=False)
