@@ -25,7 +25,7 @@ from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
 from patron_tui.models import EventKind, RunEvent, RunStatus
-from patron_tui.store import ChangesetWriter, Store, utc_now
+from patron_tui.store import ChangesetWriter, Store
 from patron_tui.store import runlog
 
 T = TypeVar("T")
@@ -92,6 +92,22 @@ class WorkerPool:
 # -- persistence of messages ----------------------------------------------------------
 
 
+_MSG_LINGER = 0.05   # seconds a message may wait in the engine's buffer
+
+
+_stamp_cache: list[tuple[int, str]] = [(0, "")]
+
+
+def _utc_stamp(ts: float) -> str:
+    """`ts` (time.time()) as the ISO UTC text utc_now() writes, cheaply: the seconds part is
+    formatted once per second (the cache is one tuple, swapped whole)."""
+    sec = int(ts)
+    cached = _stamp_cache[0]
+    if cached[0] != sec:
+        cached = _stamp_cache[0] = (sec, time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(sec)))
+    return f"{cached[1]}.{int((ts - sec) * 1_000_000):06d}Z"
+
+
 class _Persister(threading.Thread):
     """Writes run messages and progress on its own connection, in batches.
 
@@ -105,26 +121,34 @@ class _Persister(threading.Thread):
         self.store = store
         self.q: queue.Queue[Any] = queue.Queue()
         self._stop_flag = False
+        self.drain: Callable[[], list[tuple]] | None = None   # the engine's buffered messages
 
     def run(self) -> None:
         conn = self.store.connect()
         try:
             while True:
-                item = self.q.get()
-                items = [item]
+                try:
+                    items = [self.q.get(timeout=_MSG_LINGER)]
+                except queue.Empty:
+                    items = []
                 while len(items) < 2000:
                     try:
                         items.append(self.q.get_nowait())
                     except queue.Empty:
                         break
-                self._write(conn, items)
+                batch = self.drain() if self.drain is not None else []
+                if batch:
+                    # before any barrier taken above: it was put after these were published
+                    items.insert(0, ("msgs", batch))
+                if items:
+                    self._write(conn, items)
                 if any(i is None for i in items):
                     return
         finally:
             conn.close()
 
     def _write(self, conn: sqlite3.Connection, items: list[Any]) -> None:
-        msgs = [i[1] for i in items if isinstance(i, tuple) and i[0] == "msg"]
+        msgs = [row for i in items if isinstance(i, tuple) and i[0] == "msgs" for row in i[1]]
         progress: dict[int, tuple[int, int | None]] = {}
         barriers = []
         for i in items:
@@ -148,8 +172,8 @@ class _Persister(threading.Thread):
         for b in barriers:
             b.set()
 
-    def put_message(self, row: tuple) -> None:
-        self.q.put(("msg", row))
+    def put_messages(self, rows: list[tuple]) -> None:
+        self.q.put(("msgs", rows))
 
     def put_progress(self, run_id: int, done: int, total: int | None) -> None:
         self.q.put(("progress", run_id, done, total))
@@ -281,7 +305,10 @@ class RunEngine:
         self._subscribers: list[Subscriber] = []
         self._sub_lock = threading.Lock()
         self._handles: dict[int, RunHandle] = {}
+        self._msg_lock = threading.Lock()
+        self._msg_buf: list[tuple] = []
         self._persister = _Persister(store)
+        self._persister.drain = self._drain_messages
         self._persister.start()
         self._conn = store.connect()
         self.interrupted_on_start = runlog.mark_dead_runs_interrupted(self._conn)
@@ -299,6 +326,18 @@ class RunEngine:
 
         return unsubscribe
 
+    def _drain_messages(self) -> list[tuple]:
+        with self._msg_lock:
+            batch, self._msg_buf = self._msg_buf, []
+        return batch
+
+    def _flush_messages(self) -> None:
+        """Every message published so far is written when this returns."""
+        batch = self._drain_messages()
+        if batch:
+            self._persister.put_messages(batch)
+        self._persister.flush()
+
     def _publish(self, event: RunEvent) -> None:
         if event.kind is EventKind.PROGRESS:
             handle = self._handles.get(event.run_id)
@@ -306,10 +345,17 @@ class RunEngine:
                 handle.done, handle.total = event.done or 0, event.total
             self._persister.put_progress(event.run_id, event.done or 0, event.total)
         elif event.kind is not EventKind.DONE:
-            self._persister.put_message(
-                (event.run_id, utc_now(), event.kind.value, event.code, event.line,
-                 event.barcode, event.patron_id, event.text)
-            )
+            row = (event.run_id, _utc_stamp(event.ts), event.kind.value, event.code, event.line,
+                   event.barcode, event.patron_id, event.text)
+            # messages reach the persister in batches (a run may report 200,000 of them):
+            # at 512, or when the persister finds the buffer 50 ms old, or at a flush
+            with self._msg_lock:
+                self._msg_buf.append(row)
+                batch = None
+                if len(self._msg_buf) >= 512:
+                    batch, self._msg_buf = self._msg_buf, []
+            if batch:
+                self._persister.put_messages(batch)
         with self._sub_lock:
             subscribers = list(self._subscribers)
         for sub in subscribers:
@@ -385,7 +431,7 @@ class RunEngine:
         finally:
             ctx.close()
             summary = {**ctx.summary, "messages": dict(ctx.counts)}
-            self._persister.flush()
+            self._flush_messages()
             try:
                 runlog.finish_run(conn, handle.run_id, status=status.value, summary=summary, error=error)
             finally:

@@ -389,3 +389,77 @@ def test_sample_files_arrive_intact_in_the_demo_district(tmp_path):
         assert name in names, name
     assert 'Jimmy "J.J."' in nick and "[b]Coach[/b]" in nick
     assert h2.summary["by_code"].get("union_site") == 1
+
+
+MIXED = [
+    "D1,B1,Able,Ann,HS,10,ann@new.example,01/02/2010",      # update
+    "D2,B2,Baker,Bob,ELM,3,,",                               # unchanged
+    "D3,B3,Cole,Cleo,ZZZ,4,,13/45/2011",                     # bad date
+    "D4,B1,Dunn,Dee,HS,5,,",                                 # barcode conflict with Ann
+    "D5,B5,\"Evans\nSmith\",Eve,HS,6,,",                     # a quoted name across two lines
+    "D5,B6,Again,Eve,HS,6,,",                                # duplicate district ID
+    "D6,B7,Fox,Fay,,7,,",                                    # no site: Union Site warning (if any)
+    "D7,,Gray,Gus,HS,8,,",                                   # missing required barcode
+]
+
+
+def _snapshot(store: Store, run_id: int) -> tuple:
+    conn = store.connect()
+    try:
+        patrons = [tuple(r) for r in conn.execute(
+            "SELECT district_id, barcode, last_name, first_name, site, grade, email, birthdate, import_fingerprint"
+            " FROM patrons ORDER BY district_id")]
+        msgs = [tuple(r) for r in conn.execute(
+            "SELECT level, code, line, barcode, text FROM run_messages WHERE run_id = ? ORDER BY id", (run_id,))]
+        conflicts = [tuple(r) for r in conn.execute(
+            "SELECT line, field, value, incoming FROM import_conflicts WHERE run_id = ? ORDER BY line", (run_id,))]
+    finally:
+        conn.close()
+    return patrons, msgs, conflicts
+
+
+def test_mapping_in_a_second_process_gives_the_same_import(tmp_path):
+    """Big Full imports map in a child process (mapproc); its outcome is the threads' outcome,
+    down to every message, conflict and fingerprint."""
+    results = []
+    for process in (False, True):
+        folder = tmp_path / f"p{int(process)}"
+        folder.mkdir()
+        store = Store.create(folder / "district.db", operator="tester")
+        conn = store.connect()
+        with ChangesetWriter(conn, operator="tester", run_id=None) as w:
+            w.insert("sites", {"code": "HS", "name": "High School"})
+            w.insert("sites", {"code": "ELM", "name": "Elm Elementary"})
+        conn.close()
+        add_patrons(store, [
+            {"district_id": "D1", "barcode": "B1", "last_name": "Able", "first_name": "Ann", "site": "HS",
+             "grade": "9", "email": "ann@old.example"},
+            {"district_id": "D2", "barcode": "B2", "last_name": "Baker", "first_name": "Bob", "site": "ELM",
+             "grade": "3", "email": ""},
+        ])
+        csv_path, props = write(folder, MIXED)
+        eng = RunEngine(store, pool_size=2)
+        try:
+            h = eng.execute("import", "Import", lambda ctx: run_import(
+                ctx, path=csv_path, properties_path=props, process=process, chunk_size=3))
+        finally:
+            eng.shutdown()
+        assert h.status.value == "succeeded", h.error
+        counts = {k: h.summary[k] for k in ("read", "added", "updated", "unchanged", "skipped", "conflicts")}
+        results.append((counts, _snapshot(store, h.run_id)))
+    (threads_counts, threads_state), (proc_counts, proc_state) = results
+    assert threads_counts == {"read": 8, "added": 2, "updated": 1, "unchanged": 1, "skipped": 4, "conflicts": 1}
+    assert proc_counts == threads_counts
+    assert proc_state == threads_state
+    patrons = {p[0]: p for p in proc_state[0]}
+    assert patrons["D5"][2] == "Evans\nSmith" and patrons["D1"][6] == "ann@new.example"
+    assert all(p[8] is not None for p in proc_state[0] if p[0] in ("D1", "D2", "D5", "D6"))
+
+
+def test_mapping_process_reports_a_file_problem_as_the_run_error(store, engine, tmp_path):
+    # a header and no records: the child finds it at the end of the file and says so
+    csv_path, props = write(tmp_path, [])
+    before = _snapshot(store, 0)[0]
+    h = run(engine, csv_path, props, process=True)
+    assert h.status.value == "failed" and "header row but no records" in h.error and str(csv_path) in h.error
+    assert _snapshot(store, 0)[0] == before

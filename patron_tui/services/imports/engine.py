@@ -63,6 +63,7 @@ from pathlib import Path
 from typing import Any
 
 from patron_tui.runs import RunContext, RunFailed
+from patron_tui.services.imports.mapproc import PROCESS_MIN_BYTES, MappedChunks, map_chunk
 from patron_tui.services.imports.properties import (
     PATRON_FIELDS,
     ImportMapping,
@@ -170,8 +171,12 @@ def run_import(
     encoding: str | None = None,
     summary_errors_only: bool = False,
     chunk_size: int = CHUNK,
+    process: bool | None = None,
 ) -> dict[str, Any]:
-    """Import `path` (see the module doc); returns the summary the run engine stores."""
+    """Import `path` (see the module doc); returns the summary the run engine stores.
+
+    `process`: map in a second process (`mapproc`); None decides (Full, a file of
+    `PROCESS_MIN_BYTES` or more, a worker pool of 2 or more)."""
     started = time.monotonic()
     if mode not in MODES:
         raise RunFailed(f"unknown import mode {mode!r}; use full or incremental")
@@ -201,30 +206,23 @@ def run_import(
         imp = _Import(ctx, mapping, reader.columns, mode=mode, errors_only=summary_errors_only)
         with ctx.writer() as writer:
             imp.prepare(writer)
-            fed = [0]
-            if imp.stored is not None:
-                reader.skip_unchanged(imp.stored, imp.seed)
-
-                def on_block() -> None:   # Incremental: most records never reach a chunk
-                    ctx.check_cancelled()
-                    done = imp.counts["read"] + reader.unchanged
-                    ctx.progress(done, max(done, round(done * reader.size / max(1, reader.bytes_read))))
-
-                reader.on_block = on_block
-            rows: Iterable = reader if imp.stored is None else imp.unchanged_filter(reader)
-
-            def feed() -> Iterator[list]:
-                for chunk in _chunks(rows, chunk_size):
-                    fed[0] = imp.counts["read"] + len(chunk)
-                    yield chunk
-
-            for mapped in ctx.pool.map(imp.map_chunk, feed(), cancel=ctx.cancel_event):
-                ctx.check_cancelled()
-                imp.apply(writer, mapped)
-                read = imp.counts["read"]
-                # the total is estimated from the bytes read so far, until the end
-                estimate = max(read, round(fed[0] * reader.size / reader.bytes_read)) if reader.bytes_read else None
-                ctx.progress(read, estimate)
+            if process is None:
+                process = mode == "full" and reader.size >= PROCESS_MIN_BYTES and ctx.pool.size >= 2
+            if process:
+                # a big Full import: a second process reads and maps, this thread decides and writes
+                reader.close()
+                chunks = MappedChunks(path, mapping, encoding=encoding, reference=imp.reference,
+                                      require_district_id=imp.require, seed=imp.seed, chunk_size=chunk_size)
+                try:
+                    for mapped in chunks:
+                        ctx.check_cancelled()
+                        imp.apply(writer, mapped)
+                        read = imp.counts["read"]
+                        ctx.progress(read, max(read, round(read * reader.size / max(1, chunks.bytes_read))))
+                finally:
+                    chunks.close()
+            else:
+                imp.run_in_threads(writer, reader, chunk_size)
             ctx.progress(imp.counts["read"], imp.counts["read"], force=True)
             imp.finish(writer)
             if dry_run:
@@ -275,6 +273,8 @@ class _Import:
         self.sites: frozenset[str] = frozenset()
         self.union: str | None = None
         self.mapper = None
+        self.reference: dict[str, frozenset[str]] = {}
+        self.require = False
         self.stored: set[int] | None = None     # Incremental: every stored fingerprint
         self.modified: tuple[int, Any] | None = None   # Incremental: (column index, is-old test)
         self.now = ""
@@ -297,6 +297,7 @@ class _Import:
         }
         setting = conn.execute("SELECT value FROM settings WHERE key = 'require_district_id'").fetchone()
         require = bool(setting) and str(setting[0]).strip().lower() in ("on", "1", "true", "yes")
+        self.reference, self.require = reference, require
         mapper = row_mapper(self.mapping, self.columns, reference, require)
         self.mapper = mapper.fn
         # stored rows are read as (id, fingerprint, last seen, *the mapped fields in the mapper's
@@ -349,6 +350,34 @@ class _Import:
     def finish(self, writer) -> None:
         writer.conn.execute("DELETE FROM temp._import_seen")
 
+    def run_in_threads(self, writer, reader: RowReader, chunk_size: int) -> None:
+        """Read in this thread, map in the worker pool, decide and write in this thread."""
+        ctx = self.ctx
+        fed = [0]
+        if self.stored is not None:
+            reader.skip_unchanged(self.stored, self.seed)
+
+            def on_block() -> None:   # Incremental: most records never reach a chunk
+                ctx.check_cancelled()
+                done = self.counts["read"] + reader.unchanged
+                ctx.progress(done, max(done, round(done * reader.size / max(1, reader.bytes_read))))
+
+            reader.on_block = on_block
+        rows: Iterable = reader if self.stored is None else self.unchanged_filter(reader)
+
+        def feed() -> Iterator[list]:
+            for chunk in _chunks(rows, chunk_size):
+                fed[0] = self.counts["read"] + len(chunk)
+                yield chunk
+
+        for mapped in ctx.pool.map(self.map_chunk, feed(), cancel=ctx.cancel_event):
+            ctx.check_cancelled()
+            self.apply(writer, mapped)
+            read = self.counts["read"]
+            # the total is estimated from the bytes read so far, until the end
+            estimate = max(read, round(fed[0] * reader.size / reader.bytes_read)) if reader.bytes_read else None
+            ctx.progress(read, estimate)
+
     # -- Incremental: the unchanged records, in the run thread --------------------------
     def unchanged_filter(self, reader: RowReader) -> Iterator:
         """The reader's items less the unchanged records (counted here): a record whose
@@ -378,20 +407,7 @@ class _Import:
     # -- the worker pool's part: fingerprint, mapping -------------------------------------
     def map_chunk(self, chunk: list) -> list:
         """Each item -> a Problem or (line, fields, problems, fingerprint)."""
-        out: list = []
-        append = out.append
-        seed, mapper = self.seed, self.mapper
-        blake, from_bytes = hashlib.blake2b, int.from_bytes
-        for item in chunk:
-            if item.__class__ is Problem:
-                append(item)
-                continue
-            line, row, raw = item
-            fp = from_bytes(blake(raw if raw is not None else "\x1f".join(row).encode("utf-8", "surrogatepass"),
-                                  digest_size=8, person=seed).digest(), "little", signed=True)
-            fields, problems = mapper(row, line)
-            append((line, fields, problems, fp))
-        return out
+        return map_chunk(self.mapper, self.seed, chunk)
 
     # -- messages --------------------------------------------------------------------------
     def skip(self, code: str, line: int | None, text: str, barcode: Any = None, patron_id: int | None = None) -> None:
@@ -529,7 +545,18 @@ class _Import:
                 target = pid
             else:
                 target = -line
-            conflict = self._conflict(conn, line, f, holders, claimed, target, existing)
+            # a unique value someone else holds (stored, or claimed earlier in this chunk)?
+            # the quick test here; _conflict says which and why
+            taken = False
+            for fld, col in unique:
+                v = f.get(fld)
+                if v and (existing is None or existing[col] != v):
+                    h = holders[fld].get(v)
+                    c = claimed[fld].get(v)
+                    if h is not None and h[0] != target or c is not None and c[1] != target:
+                        taken = True
+                        break
+            conflict = self._conflict(conn, line, f, holders, claimed, target, existing) if taken else None
             if conflict is not None:
                 fld, value, holder_id = conflict
                 conflicts.append({
@@ -541,10 +568,10 @@ class _Import:
                 })
                 continue
             # the record is accepted: claim its keys
-            for fld in UNIQUE_FIELDS:
+            for fld, _col in unique:
                 v = f.get(fld)
                 if v:
-                    claimed[fld].setdefault(str(v), (line, target))
+                    claimed[fld].setdefault(v, (line, target))
             if "site" in f and f["site"] not in sites or existing is None and not f.get("site"):
                 f = self._site(f, existing, line, barcode)
             if existing is None:

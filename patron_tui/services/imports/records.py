@@ -226,6 +226,11 @@ class RowReader:
             assert first is None
         return self
 
+    def close(self) -> None:
+        """Stop reading (closes the file)."""
+        if self._gen is not None:
+            self._gen.close()
+
     def __iter__(self):
         self.open()
         assert self._gen is not None
