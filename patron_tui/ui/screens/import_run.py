@@ -224,6 +224,7 @@ class ImportScreen(Screen[None]):
         yield ProgressBar(id="import-progress", show_eta=False)
         yield Static(Content("Fill the form, then Start (Ctrl+S)."), id="import-status")
         pane = LogPane(self.app.log_buffer, id="log-pane")
+        pane.set_class(not self.app.log_visible, "-hidden")
         yield pane
         yield Footer()
 
@@ -233,7 +234,9 @@ class ImportScreen(Screen[None]):
 
     def on_screen_resume(self) -> None:
         if self.is_mounted:
-            self.query_one(LogPane).view.reload()
+            pane = self.query_one(LogPane)
+            pane.set_class(not self.app.log_visible, "-hidden")
+            pane.view.reload()
 
     @property
     def running(self) -> bool:
