@@ -34,14 +34,15 @@ def map_chunk(mapper, seed: bytes, chunk: list) -> list:
 
     out: list = []
     append = out.append
-    blake, from_bytes = hashlib.blake2b, int.from_bytes
+    base, from_bytes = hashlib.blake2b(digest_size=8, person=seed), int.from_bytes
     for item in chunk:
         if item.__class__ is Problem:
             append(item)
             continue
         line, row, raw = item
-        fp = from_bytes(blake(raw if raw is not None else "\x1f".join(row).encode("utf-8", "surrogatepass"),
-                              digest_size=8, person=seed).digest(), "little", signed=True)
+        h = base.copy()
+        h.update(raw if raw is not None else "\x1f".join(row).encode("utf-8", "surrogatepass"))
+        fp = from_bytes(h.digest(), "little", signed=True)
         fields, problems = mapper(row, line)
         append((line, fields, problems, fp))
     return out

@@ -297,7 +297,6 @@ class RowReader:
 
             # the block the csv reader is in: [its first line, its raw lines, has a long line]
             current: list = [1, [], False]
-            unchanged = self._unchanged if unit == 1 else None
             open_quote = [0]    # quote parity so far: 1 = a quoted field is open
             blake, from_bytes = hashlib.blake2b, int.from_bytes
 
@@ -323,22 +322,25 @@ class RowReader:
                             texts = [ln.decode(line_codec) for ln in lines]
                         if texts is not None and unit == 2 and any("\x00" in t for t in texts):
                             texts = None
+                    quotes = block.count(b'"')
                     if texts is None:
                         texts = slow(lines, line_no, self.bytes_read)
-                    elif unchanged is not None:
-                        quotes = block.count(b'"')
-                        if not quotes and not open_quote[0]:
-                            # every line of this block is a whole record: an unchanged one is
-                            # blanked (the csv reader skips it) without being parsed
-                            stored, person = unchanged
-                            for i, ln in enumerate(lines):
-                                fp = from_bytes(blake(ln, digest_size=8, person=person).digest(), "little",
-                                                signed=True)
-                                if fp in stored:
-                                    stored.discard(fp)   # a second identical record goes the long way
-                                    texts[i] = "\n"
-                                    self.unchanged += 1
-                        open_quote[0] ^= quotes & 1
+                    elif self._unchanged is not None and unit == 1 and not quotes and not open_quote[0]:
+                        # every line of this block is a whole record: an unchanged one is
+                        # blanked (the csv reader skips it) without being parsed
+                        stored, person = self._unchanged
+                        base = blake(digest_size=8, person=person)   # copy() beats keyword parsing per line
+                        hits = 0
+                        for i, ln in enumerate(lines):
+                            h = base.copy()
+                            h.update(ln)
+                            fp = from_bytes(h.digest(), "little", signed=True)
+                            if fp in stored:
+                                stored.discard(fp)   # a second identical record goes the long way
+                                texts[i] = "\n"
+                                hits += 1
+                        self.unchanged += hits
+                    open_quote[0] ^= quotes & 1
                     current[0] = line_no
                     current[1] = lines
                     current[2] = max(map(len, texts)) > max_field
