@@ -238,6 +238,13 @@ class RunContext:
         self.counts[kind.value] += 1
         self.engine._publish(RunEvent(self.run_id, kind, text, **kw))
 
+    def messages(self, kind: EventKind, rows: list[tuple]) -> None:
+        """Many messages of one kind at once (an import's per-record lines): rows of
+        (text, code, line, barcode, patron_id)."""
+        if rows:
+            self.counts[kind.value] += len(rows)
+            self.engine._publish_many(self.run_id, kind, rows)
+
     def info(self, text: str, **kw: Any) -> None:
         self._message(EventKind.INFO, text, **kw)
 
@@ -302,7 +309,7 @@ class RunEngine:
         self.store = store
         self.pool = WorkerPool(pool_size)
         self._slots = ThreadPoolExecutor(max_workers=max(1, max_runs), thread_name_prefix="patron-run")
-        self._subscribers: list[Subscriber] = []
+        self._subscribers: tuple[Subscriber, ...] = ()   # replaced whole: read without a lock
         self._sub_lock = threading.Lock()
         self._handles: dict[int, RunHandle] = {}
         self._msg_lock = threading.Lock()
@@ -317,12 +324,14 @@ class RunEngine:
     def subscribe(self, callback: Subscriber) -> Callable[[], None]:
         """Call `callback(event)` for every event of every run (from run threads)."""
         with self._sub_lock:
-            self._subscribers.append(callback)
+            self._subscribers = (*self._subscribers, callback)
 
         def unsubscribe() -> None:
             with self._sub_lock:
-                if callback in self._subscribers:
-                    self._subscribers.remove(callback)
+                subs = list(self._subscribers)
+                if callback in subs:
+                    subs.remove(callback)
+                    self._subscribers = tuple(subs)
 
         return unsubscribe
 
@@ -349,20 +358,37 @@ class RunEngine:
                    event.barcode, event.patron_id, event.text)
             # messages reach the persister in batches (a run may report 200,000 of them):
             # at 512, or when the persister finds the buffer 50 ms old, or at a flush
-            with self._msg_lock:
-                self._msg_buf.append(row)
-                batch = None
-                if len(self._msg_buf) >= 512:
-                    batch, self._msg_buf = self._msg_buf, []
-            if batch:
-                self._persister.put_messages(batch)
-        with self._sub_lock:
-            subscribers = list(self._subscribers)
-        for sub in subscribers:
+            self._buffer([row])
+        for sub in self._subscribers:
             try:
                 sub(event)
             except Exception:  # a broken subscriber must not break the run
                 traceback.print_exc()
+
+    def _buffer(self, rows: list[tuple]) -> None:
+        with self._msg_lock:
+            self._msg_buf.extend(rows)
+            batch = None
+            if len(self._msg_buf) >= 512:
+                batch, self._msg_buf = self._msg_buf, []
+        if batch:
+            self._persister.put_messages(batch)
+
+    def _publish_many(self, run_id: int, kind: EventKind, rows: list[tuple]) -> None:
+        """Many messages of one kind: rows of (text, code, line, barcode, patron_id)."""
+        ts = time.time()
+        stamp, value = _utc_stamp(ts), kind.value
+        self._buffer([(run_id, stamp, value, code, line, barcode, pid, text)
+                      for text, code, line, barcode, pid in rows])
+        subscribers = self._subscribers
+        if subscribers:   # events only for someone who listens
+            for text, code, line, barcode, pid in rows:
+                event = RunEvent(run_id, kind, text, code, line, barcode, pid, ts=ts)
+                for sub in subscribers:
+                    try:
+                        sub(event)
+                    except Exception:  # a broken subscriber must not break the run
+                        traceback.print_exc()
 
     # runs
     def start(

@@ -62,6 +62,7 @@ from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
+from patron_tui.models import EventKind
 from patron_tui.runs import RunContext, RunFailed
 from patron_tui.services.imports.mapproc import PROCESS_MIN_BYTES, MappedChunks, map_chunk
 from patron_tui.services.imports.properties import (
@@ -136,7 +137,7 @@ def row_fingerprint(seed: bytes, row: list[str], raw: bytes | None = None) -> in
     """The content fingerprint of a source record under a mapping (`seed` = mapping_seed(...)):
     a hash of its raw bytes for a one-line record (what `RowReader` yields), else of its fields."""
     data = raw if raw is not None else "\x1f".join(row).encode("utf-8", "surrogatepass")
-    return int.from_bytes(hashlib.blake2b(data, digest_size=8, person=seed).digest(), "little", signed=True)
+    return int.from_bytes(hashlib.blake2b(data, digest_size=8, person=seed).digest(), "big", signed=True)
 
 
 def mapping_seed(mapping: ImportMapping, columns: tuple[str, ...]) -> bytes:
@@ -275,7 +276,7 @@ class _Import:
         self.mapper = None
         self.reference: dict[str, frozenset[str]] = {}
         self.require = False
-        self.stored: set[int] | None = None     # Incremental: every stored fingerprint
+        self.stored: set[str] | None = None     # Incremental: every stored fingerprint, as 16 hex digits
         self.modified: tuple[int, Any] | None = None   # Incremental: (column index, is-old test)
         self.now = ""
         self.carried = set(mapping.fields) | set(mapping.defaults) | (set(mapping.custom) & set(PATRON_FIELDS))
@@ -312,9 +313,10 @@ class _Import:
         conn.execute("DELETE FROM temp._import_seen")
         if self.mode == "incremental":
             # one text from SQLite and one split: a cursor's 200,000 one-value rows cost twice that
-            (text,) = conn.execute("SELECT group_concat(import_fingerprint) FROM patrons"
+            # (as hex: the digest's own hexdigest(), so no record's hash becomes an int to be found)
+            (text,) = conn.execute("SELECT group_concat(printf('%016x', import_fingerprint)) FROM patrons"
                                    " WHERE import_fingerprint IS NOT NULL").fetchone()
-            self.stored = set(map(int, text.split(","))) if text else set()
+            self.stored = set(text.split(",")) if text else set()
             self.modified = self._modified_test(conn)
 
     def _modified_test(self, conn):
@@ -388,14 +390,14 @@ class _Import:
         mapping, no database."""
         stored, seed, modified, counts = self.stored, self.seed, self.modified, self.counts
         assert stored is not None
-        base, from_bytes = hashlib.blake2b(digest_size=8, person=seed), int.from_bytes
+        base = hashlib.blake2b(digest_size=8, person=seed)
         unchanged = 0
         for item in reader:
             if item.__class__ is tuple:
                 raw = item[2]
                 h = base.copy()
                 h.update(raw if raw is not None else "\x1f".join(item[1]).encode("utf-8", "surrogatepass"))
-                fp = from_bytes(h.digest(), "little", signed=True)
+                fp = h.hexdigest()
                 if fp in stored:
                     stored.discard(fp)   # a second identical record goes the long way: a duplicate
                     unchanged += 1
@@ -643,10 +645,10 @@ class _Import:
                          (json.dumps(seen_rows),))
         for conflict in conflicts:
             writer.insert("import_conflicts", conflict)
-        ctx = self.ctx
-        for text, line, barcode, pid in infos:
-            code = "updated" if pid is not None else "added"
-            ctx.info(text, code=code, line=line, barcode=str(barcode) if barcode else None, patron_id=pid)
+        if infos:
+            self.ctx.messages(EventKind.INFO, [
+                (text, "added" if pid is None else "updated", line, str(barcode) if barcode else None, pid)
+                for text, line, barcode, pid in infos])
 
     def _site(self, values: dict[str, Any], existing, line: int, barcode) -> dict[str, Any]:
         site = values.get("site")

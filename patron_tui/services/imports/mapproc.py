@@ -42,7 +42,7 @@ def map_chunk(mapper, seed: bytes, chunk: list) -> list:
         line, row, raw = item
         h = base.copy()
         h.update(raw if raw is not None else "\x1f".join(row).encode("utf-8", "surrogatepass"))
-        fp = from_bytes(h.digest(), "little", signed=True)
+        fp = from_bytes(h.digest(), "big", signed=True)   # printf('%016x', fp) == h.hexdigest()
         fields, problems = mapper(row, line)
         append((line, fields, problems, fp))
     return out

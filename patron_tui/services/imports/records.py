@@ -207,13 +207,13 @@ class RowReader:
         self.bytes_read = 0          # bytes of the file consumed so far (for progress)
         self.size = self.path.stat().st_size if self.path.exists() else 0
         self._gen: Iterator | None = None
-        self._unchanged: tuple[set[int], bytes] | None = None
+        self._unchanged: tuple[set[str], bytes] | None = None
         self.on_block: Callable[[], None] | None = None   # called after each block is read
         self.unchanged = 0           # records skipped as unchanged by `skip_unchanged`
 
-    def skip_unchanged(self, stored: set[int], person: bytes) -> None:
+    def skip_unchanged(self, stored: set[str], person: bytes) -> None:
         """Incremental imports: a one-line record whose fingerprint (blake2b of its raw bytes,
-        8 bytes, `person`, as a signed int) is in `stored` is counted in `unchanged` and not
+        8 bytes, `person`, as 16 hex digits) is in `stored` is counted in `unchanged` and not
         yielded (it is taken out of `stored`). Only where the lines are known to be whole records:
         a block without a quote character while no quoted field is open."""
         self._unchanged = (stored, person)
@@ -295,10 +295,18 @@ class RowReader:
                     out.append(text)
                 return out
 
-            # the block the csv reader is in: [its first line, its raw lines, has a long line]
-            current: list = [1, [], False]
+            # the block the csv reader is in: [its first line, its raw lines, has a long line,
+            # the physical line of each text fed (None: all lines, in order), texts fed before it,
+            # whether the block before it was filtered]
+            current: list = [1, [], False, None, 0, False]
             open_quote = [0]    # quote parity so far: 1 = a quoted field is open
-            blake, from_bytes = hashlib.blake2b, int.from_bytes
+            fed = [0]           # texts of the current block (fed to the csv reader)
+
+            def where() -> int:
+                """The physical line of the csv reader's last text."""
+                ln = reader.line_num - current[4]
+                return current[0] + ln - 1 if current[3] is None else current[3][ln - 1]
+            blake = hashlib.blake2b
 
             def blocks() -> Iterator[list[str]]:
                 line_no = 1
@@ -311,6 +319,7 @@ class RowReader:
                 for lines in source:
                     block = b"".join(lines)
                     texts = None
+                    kept = None
                     if nul not in block or unit == 2:
                         try:
                             texts = block.decode(line_codec).splitlines(True)
@@ -327,23 +336,30 @@ class RowReader:
                         texts = slow(lines, line_no, self.bytes_read)
                     elif self._unchanged is not None and unit == 1 and not quotes and not open_quote[0]:
                         # every line of this block is a whole record: an unchanged one is
-                        # blanked (the csv reader skips it) without being parsed
+                        # left out (the csv reader never sees it); `kept` maps what is fed
                         stored, person = self._unchanged
                         base = blake(digest_size=8, person=person)   # copy() beats keyword parsing per line
-                        hits = 0
+                        kept_texts: list[str] = []
+                        kept = []
                         for i, ln in enumerate(lines):
                             h = base.copy()
                             h.update(ln)
-                            fp = from_bytes(h.digest(), "little", signed=True)
+                            fp = h.hexdigest()
                             if fp in stored:
                                 stored.discard(fp)   # a second identical record goes the long way
-                                texts[i] = "\n"
-                                hits += 1
-                        self.unchanged += hits
+                            else:
+                                kept_texts.append(texts[i])
+                                kept.append(line_no + i)
+                        self.unchanged += len(lines) - len(kept)
+                        texts = kept_texts
                     open_quote[0] ^= quotes & 1
+                    current[5] = current[3] is not None
+                    current[4] += fed[0]
                     current[0] = line_no
                     current[1] = lines
-                    current[2] = max(map(len, texts)) > max_field
+                    current[2] = max(map(len, texts), default=0) > max_field
+                    current[3] = kept
+                    fed[0] = len(texts)
                     line_no += len(lines)
                     self.bytes_read += len(block)
                     if self.on_block is not None:
@@ -357,10 +373,10 @@ class RowReader:
                 while first is not None and not any(c.strip() for c in first):
                     first = next(reader, None)
             except csv.Error as exc:
-                raise ImportFileError(name, reader.line_num, f"cannot read the header row: {exc}", code="bad_header") from None
+                raise ImportFileError(name, where(), f"cannot read the header row: {exc}", code="bad_header") from None
             if first is None:
                 raise ImportFileError(name, None, "the file is empty: no header row and no records", code="empty_file")
-            header_line = reader.line_num
+            header_line = where()
             for ln in range(1, header_line + 1):
                 if ln in bad_lines:
                     raise ImportFileError(name, ln, f"the header row cannot be decoded: {bad_lines[ln].message}",
@@ -381,7 +397,7 @@ class RowReader:
             count = 0
             prev_end = header_line
             if pending is not None:
-                prev_end = reader.line_num
+                prev_end = where()
                 count += 1
                 if len(pending) == width and max(map(len, pending)) <= max_field:
                     yield 1, pending, current[1][0] if prev_end == 1 and current[0] == 1 else None
@@ -390,8 +406,14 @@ class RowReader:
             while True:
                 try:
                     for row in reader:
-                        start = prev_end + 1
-                        prev_end = reader.line_num
+                        kept = current[3]
+                        if kept is None:
+                            start = prev_end + 1
+                            prev_end = current[0] + reader.line_num - current[4] - 1
+                            if start < current[0] and current[5]:
+                                start = current[0]   # the lines before were left out as unchanged
+                        else:   # a filtered block holds one-line records only
+                            start = prev_end = kept[reader.line_num - current[4] - 1]
                         if bad_lines:
                             # blocks are decoded ahead of the csv reader: keep later lines' problems
                             problem = next((bad_lines[ln] for ln in range(start, prev_end + 1) if ln in bad_lines),
@@ -434,7 +456,7 @@ class RowReader:
                     break
                 except csv.Error as exc:
                     start = prev_end + 1
-                    prev_end = reader.line_num
+                    prev_end = where()
                     for ln in [ln for ln in bad_lines if ln <= prev_end]:
                         del bad_lines[ln]
                     count += 1
