@@ -447,6 +447,11 @@ def test_mapping_in_a_second_process_gives_the_same_import(tmp_path):
         assert h.status.value == "succeeded", h.error
         counts = {k: h.summary[k] for k in ("read", "added", "updated", "unchanged", "skipped", "conflicts")}
         results.append((counts, _snapshot(store, h.run_id)))
+        conn = store.connect()
+        lines = [m["line"] for m in load_summary(conn, h.run_id)["messages"]]
+        conn.close()
+        # the job summary reads in file order (a chunk reports its problems before its decisions)
+        assert lines[:-1] == sorted(lines[:-1]) and lines[-1] is None and len(lines) > 5
     (threads_counts, threads_state), (proc_counts, proc_state) = results
     assert threads_counts == {"read": 8, "added": 2, "updated": 1, "unchanged": 1, "skipped": 4, "conflicts": 1}
     assert proc_counts == threads_counts

@@ -27,7 +27,9 @@ class SummaryError(LookupError):
 def iter_messages(conn: sqlite3.Connection, run_id: int, *, errors_only: bool = False) -> Iterator[dict[str, Any]]:
     where = "run_id = ?" + (" AND level != 'info'" if errors_only else "")
     for row in conn.execute(
-        f"SELECT id, ts, level, code, line, barcode, patron_id, text FROM run_messages WHERE {where} ORDER BY id",
+        f"SELECT id, ts, level, code, line, barcode, patron_id, text FROM run_messages WHERE {where}"
+        # in file order: chunks report their problems before their decisions; lineless last
+        " ORDER BY line IS NULL, line, id",
         (run_id,),
     ):
         yield dict(row)
