@@ -331,3 +331,26 @@ def test_inserted_image_survives_later_updates_and_delete(conn, run_id):
         w.delete("patrons", pid)
     image = inserted_image(conn, "patrons", str(pid), ins["id"])
     assert {k: image[k] for k in row} == row
+
+
+def test_stamp_journals_runs_of_keys_per_old_value_and_skips_rows_already_stamped(conn, run_id):
+    import json
+
+    rows = [patron(f"S{i}") for i in range(10)]
+    with writer(conn) as w:
+        w.insert_many("patrons", rows)
+    ids = [r[0] for r in conn.execute("SELECT id FROM patrons WHERE barcode LIKE 'S%' ORDER BY id")]
+    with writer(conn) as w:   # two old values: ids[0..4] seen on day 1, the rest never
+        w.update_many("patrons", [(pid, {"last_seen_import_at": "day 1"}) for pid in ids[:5]])
+    with writer(conn) as w:
+        w.update("patrons", ids[9], {"last_seen_import_at": "day 2"})   # already holds the new value
+    stamped = [pid for pid in ids if pid not in (ids[2],)]   # a gap: ids[2] is not stamped
+    with writer(conn, run_id) as w:
+        assert w.stamp("patrons", "last_seen_import_at", "day 2", stamped) == 8
+    seen = dict(conn.execute("SELECT id, last_seen_import_at FROM patrons WHERE barcode LIKE 'S%'").fetchall())
+    assert seen[ids[2]] == "day 1" and all(seen[p] == "day 2" for p in stamped)
+    js = journal(conn, table_name="patrons", run_id=run_id)
+    assert {j["op"] for j in js} == {"update"} and len(js) == 2   # one row per old value
+    by_old = {json.loads(j["before"])["last_seen_import_at"]: json.loads(j["row_key"])["id"] for j in js}
+    assert by_old == {"day 1": [[ids[0], ids[1]], [ids[3], ids[4]]], None: [[ids[5], ids[8]]]}
+    assert all(json.loads(j["after"]) == {"last_seen_import_at": "day 2"} for j in js)

@@ -468,3 +468,30 @@ def test_mapping_process_reports_a_file_problem_as_the_run_error(store, engine, 
     h = run(engine, csv_path, props, process=True)
     assert h.status.value == "failed" and "header row but no records" in h.error and str(csv_path) in h.error
     assert _snapshot(store, 0)[0] == before
+
+
+def test_incremental_honours_a_mapped_last_modified_column(store, engine, tmp_path):
+    header = HEADER.strip() + ",Modified\n"
+    props = tmp_path / "m.properties"
+    props.write_text(PROPS.format(extra="last_modified=Modified"), encoding="utf-8")
+    first = tmp_path / "first.csv"
+    first.write_text(header + "D1,B1,Able,Ann,HS,9,ann@old.example,,2020-01-01\n"
+                     "D2,B2,Baker,Bob,ELM,3,,,2020-01-01\n", encoding="utf-8")
+    assert run(engine, first, props).status.value == "succeeded"
+    # both records differ now; only Bob's says it changed since the last import
+    second = tmp_path / "second.csv"
+    second.write_text(header + "D1,B1,Able,Ann,HS,10,ann@old.example,,2020-01-01\n"
+                      "D2,B2,Baker,Bob,ELM,4,,,2099-06-30T08:00:00\n", encoding="utf-8")
+    h = run(engine, second, props, mode="incremental")
+    assert (h.summary["unchanged"], h.summary["updated"]) == (1, 1), h.summary
+    assert patron(store, district_id="D1")["grade"] == "9"
+    assert patron(store, district_id="D2")["grade"] == "4"
+    # Full ignores the column: every record is compared
+    h = run(engine, second, props)
+    assert h.summary["updated"] == 1 and patron(store, district_id="D1")["grade"] == "10"
+
+
+def test_last_modified_column_must_be_in_the_header(store, engine, tmp_path):
+    csv_path, props = write(tmp_path, ["D1,B1,Able,Ann,HS,10,,"], extra="last_modified=Changed On")
+    h = run(engine, csv_path, props, mode="incremental")
+    assert h.status.value == "failed" and "Changed On" in h.error and "last_modified" in h.error

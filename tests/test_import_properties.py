@@ -210,6 +210,10 @@ def test_round_trip_dump_parse():
     tab = ImportMapping(delimiter="tab", fields={"district_id": "ID"}, defaults={"status": "lead, #x \\ b"})
     back = parse_properties(dump_properties(tab))
     assert back.delimiter == "\t" and back.defaults == {"status": "lead, #x \\ b"}
+    modified = parse_properties("field.district_id=ID\nlast_modified=Last Changed: Date\n")
+    assert modified.last_modified == "Last Changed: Date"
+    assert parse_properties(dump_properties(modified)).last_modified == "Last Changed: Date"
+    assert modified.csv_columns()["Last Changed: Date"] == "last_modified"
 
 
 def test_load_properties_reads_utf8_bom_and_latin1(tmp_path):
