@@ -9,6 +9,9 @@ import sqlite3
 import subprocess
 import sys
 import time
+from pathlib import Path
+
+import pytest
 
 from patron_tui.runs import RunEngine
 from patron_tui.store import ChangesetWriter, Store, runlog
@@ -16,6 +19,25 @@ from patron_tui.store import ChangesetWriter, Store, runlog
 from .conftest import add_patrons
 
 ROWS = 60_000
+
+
+def _children(pid: int) -> list[int]:
+    """The child processes of `pid` (any of its threads may have started them)."""
+    out: list[int] = []
+    for task in Path(f"/proc/{pid}/task").glob("*"):
+        try:
+            out += [int(p) for p in (task / "children").read_text().split()]
+        except OSError:
+            pass
+    return out
+
+
+def _alive(pid: int) -> bool:
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().split(") ", 1)[1][0]
+    except (OSError, IndexError):
+        return False
+    return state != "Z"
 
 
 def patrons_dump(path) -> list[tuple]:
@@ -26,7 +48,8 @@ def patrons_dump(path) -> list[tuple]:
         conn.close()
 
 
-def test_sigkill_mid_import_keeps_the_database_and_marks_the_run_interrupted(tmp_path):
+@pytest.mark.parametrize("process", ["never", "always"], ids=["threads", "mapping-process"])
+def test_sigkill_mid_import_keeps_the_database_and_marks_the_run_interrupted(tmp_path, process):
     store = Store.create(tmp_path / "district.db", operator="tester")
     conn = store.connect()
     with ChangesetWriter(conn, operator="tester", run_id=None) as w:
@@ -52,6 +75,7 @@ def test_sigkill_mid_import_keeps_the_database_and_marks_the_run_interrupted(tmp
         [sys.executable, "-m", "patron_tui", "import", str(csv_path), "--properties", str(props),
          "--db", str(store.path)],
         stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True,
+        env={**os.environ, "PATRON_TUI_IMPORT_PROCESS": process},
     )
     added = 0
     deadline = time.monotonic() + 120
@@ -63,11 +87,18 @@ def test_sigkill_mid_import_keeps_the_database_and_marks_the_run_interrupted(tmp
             if added >= 2_000 or time.monotonic() > deadline:
                 break
         assert added >= 2_000, "the import never got to writing"
+        mappers = _children(proc.pid)
+        assert bool(mappers) == (process == "always"), mappers
         os.kill(proc.pid, signal.SIGKILL)
     finally:
         proc.kill()
         proc.wait(timeout=30)
     assert proc.returncode == -signal.SIGKILL
+    # the mapping process finds its pipe closed and ends (no orphan reading on)
+    deadline = time.monotonic() + 60
+    while any(_alive(pid) for pid in mappers) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert not any(_alive(pid) for pid in mappers)
 
     check = sqlite3.connect(store.path)
     try:

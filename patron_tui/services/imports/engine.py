@@ -55,6 +55,7 @@ from __future__ import annotations
 
 import datetime as dt
 import hashlib
+import os
 import json
 import time
 from collections import Counter
@@ -177,7 +178,8 @@ def run_import(
     """Import `path` (see the module doc); returns the summary the run engine stores.
 
     `process`: map in a second process (`mapproc`); None decides (Full, a file of
-    `PROCESS_MIN_BYTES` or more, a worker pool of 2 or more)."""
+    `PROCESS_MIN_BYTES` or more, a worker pool of 2 or more; `$PATRON_TUI_IMPORT_PROCESS`
+    = always / never overrides)."""
     started = time.monotonic()
     if mode not in MODES:
         raise RunFailed(f"unknown import mode {mode!r}; use full or incremental")
@@ -208,7 +210,9 @@ def run_import(
         with ctx.writer() as writer:
             imp.prepare(writer)
             if process is None:
-                process = mode == "full" and reader.size >= PROCESS_MIN_BYTES and ctx.pool.size >= 2
+                forced = os.environ.get("PATRON_TUI_IMPORT_PROCESS", "").strip().lower()   # tests, support
+                process = (forced in ("1", "yes", "always") or forced not in ("0", "no", "never")
+                           and mode == "full" and reader.size >= PROCESS_MIN_BYTES and ctx.pool.size >= 2)
             if process:
                 # a big Full import: a second process reads and maps, this thread decides and writes
                 reader.close()
