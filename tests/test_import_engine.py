@@ -495,3 +495,12 @@ def test_last_modified_column_must_be_in_the_header(store, engine, tmp_path):
     csv_path, props = write(tmp_path, ["D1,B1,Able,Ann,HS,10,,"], extra="last_modified=Changed On")
     h = run(engine, csv_path, props, mode="incremental")
     assert h.status.value == "failed" and "Changed On" in h.error and "last_modified" in h.error
+
+
+def test_a_mapping_process_that_dies_fails_the_run_and_changes_nothing(store, engine, tmp_path, monkeypatch):
+    csv_path, props = write(tmp_path, ["D1,B1,Able,Ann,HS,10,,", "D9,B9,Nine,Nia,HS,4,,"])
+    before = _snapshot(store, 0)[0]
+    monkeypatch.setattr("sys.executable", "/bin/false")   # the child cannot even start Python
+    h = run(engine, csv_path, props, process=True)
+    assert h.status.value == "failed" and "mapping process ended (exit status 1)" in h.error
+    assert _snapshot(store, 0)[0] == before

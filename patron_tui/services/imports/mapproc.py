@@ -15,6 +15,7 @@ pipe closed and it exits.
 from __future__ import annotations
 
 import pickle
+import tempfile
 from collections.abc import Collection, Iterator, Mapping
 from pathlib import Path
 from typing import Any
@@ -97,9 +98,12 @@ class MappedChunks:
 
         root = str(Path(__file__).resolve().parents[3])   # the folder holding patron_tui/
         env = {**os.environ, "PYTHONPATH": os.pathsep.join(p for p in (root, os.environ.get("PYTHONPATH")) if p)}
+        # the child's stderr goes to a file, never to our terminal (the console draws there);
+        # its tail explains a child that died
+        self._err = tempfile.TemporaryFile()
         self._proc = subprocess.Popen(
             [sys.executable, "-m", "patron_tui.services.imports.mapproc"],
-            stdin=subprocess.PIPE, stdout=subprocess.PIPE, env=env,
+            stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=self._err, env=env,
         )
         assert self._proc.stdin is not None and self._proc.stdout is not None
         params = (str(path), mapping.model_dump(), encoding, {k: frozenset(v) for k, v in reference.items()},
@@ -126,8 +130,10 @@ class MappedChunks:
                 data = self._read()
                 if data is None:
                     code = self._proc.wait()
+                    self._err.seek(0)
+                    tail = self._err.read()[-600:].decode("utf-8", "replace").strip().splitlines()
                     raise RuntimeError(f"the import's mapping process ended (exit status {code}) "
-                                       "before the end of the file")
+                                       f"before the end of the file{': ' + tail[-1] if tail else ''}")
                 if data == _END:
                     return
                 item: Any = pickle.loads(data)
@@ -144,6 +150,7 @@ class MappedChunks:
             self._proc.kill()
         self._out.close()
         self._proc.wait(timeout=10)
+        self._err.close()
 
 
 if __name__ == "__main__":
