@@ -370,11 +370,29 @@ _V4 = (
     "ALTER TABLE patrons ADD COLUMN import_fingerprint INTEGER",
 )
 
+# Scheduled patron updates (services/jobs/): SFTP key authentication, and one lease row per
+# job. The lease is held (owner, expires_at) while a run of the job executes, so a job never
+# runs twice at once, whichever process starts it; `last_slot` is the latest scheduled time
+# (UTC) a scheduler has claimed, so two schedulers on one database start each slot once.
+_V5 = (
+    "ALTER TABLE jobs ADD COLUMN sftp_auth TEXT NOT NULL DEFAULT 'password'"
+    " CHECK (sftp_auth IN ('password', 'key'))",
+    "ALTER TABLE jobs ADD COLUMN sftp_key_path TEXT NOT NULL DEFAULT ''",
+    """CREATE TABLE job_leases (
+        job_id INTEGER PRIMARY KEY REFERENCES jobs(id) ON DELETE CASCADE,
+        owner TEXT,
+        acquired_at TEXT,
+        expires_at TEXT,
+        last_slot TEXT
+    )""",
+)
+
 MIGRATIONS: tuple[Migration, ...] = (
     Migration(1, "patron store, reference tables, catalog, jobs, runs, journal", _V1),
     Migration(2, "indexes for search statements", _V2),
     Migration(3, "import fingerprint and flag columns on patrons", _V3),
     Migration(4, "import conflicts kept for resolution; integer import fingerprints", _V4),
+    Migration(5, "scheduled jobs: SFTP key authentication, job leases", _V5),
 )
 
 SCHEMA_VERSION = MIGRATIONS[-1].version

@@ -94,6 +94,9 @@ def test_job(job: "Job", store_paths: Any = None, **sftp_kw: Any) -> TestReport:
     return report
 
 
+test_job.__test__ = False   # type: ignore[attr-defined]  # a service, not a pytest test
+
+
 def fetch(job: "Job", dest_dir: str | Path, *, secret_store: Any = None, **sftp_kw: Any) -> Path:
     """The job's file, ready to import (a directory file is copied into `dest_dir` once it is
     complete, an SFTP file is downloaded there). Raises SourceError with a sentence."""
