@@ -38,15 +38,35 @@ def add_patrons(store: Store, rows: list[dict]) -> list[int]:
     return ids
 
 
+def district(path: Path, patrons: list[dict] = (), *,
+             sites: tuple[tuple[str, str], ...] = (("HS", "High School"), ("ELM", "Elm Elementary"))) -> Store:
+    """A new district database at `path` with these sites and patrons."""
+    store = Store.create(path, operator="tester")
+    conn = store.connect()
+    with ChangesetWriter(conn, operator="tester", run_id=None) as w:
+        for code, name in sites:
+            w.insert("sites", {"code": code, "name": name})
+    conn.close()
+    if patrons:
+        add_patrons(store, list(patrons))
+    return store
+
+
+def patron_where(store: Store, **where) -> dict | None:
+    """The patron whose one given column has the given value, as a dict (None if none)."""
+    conn = store.connect()
+    try:
+        (col, value), = where.items()
+        row = conn.execute(f"SELECT * FROM patrons WHERE {col} = ?", (value,)).fetchone()
+        return dict(row) if row else None
+    finally:
+        conn.close()
+
+
 @pytest.fixture
 def small_store(tmp_path: Path) -> Store:
     """A district with two sites and a dozen patrons."""
-    store = Store.create(tmp_path / "district.db", operator="tester")
-    conn = store.connect()
-    with ChangesetWriter(conn, operator="tester", run_id=None) as w:
-        w.insert("sites", {"code": "HS", "name": "High School"})
-        w.insert("sites", {"code": "ELM", "name": "Elm Elementary"})
-    conn.close()
+    store = district(tmp_path / "district.db")
     add_patrons(store, [
         {"barcode": f"P{i:04d}", "district_id": f"D{i:04d}", "site": "HS" if i % 3 else "ELM",
          "last_name": f"Last{i}", "first_name": f"First{i}", "grade": str(1 + i % 12),

@@ -19,7 +19,7 @@ from patron_tui.services.imports.conflicts import (
 from patron_tui.services.imports.engine import run_import
 from patron_tui.store import ChangesetWriter, Store
 
-from tests.conftest import add_patrons
+from tests.conftest import district, patron_where
 
 PROPS = """\
 encoding=utf-8
@@ -37,17 +37,11 @@ HEADER = "ID,Barcode,Last,First,School,Grade\n"
 
 @pytest.fixture
 def store(tmp_path: Path) -> Store:
-    store = Store.create(tmp_path / "district.db", operator="tester")
-    conn = store.connect()
-    with ChangesetWriter(conn, operator="tester", run_id=None) as w:
-        w.insert("sites", {"code": "HS", "name": "High School"})
-    conn.close()
-    add_patrons(store, [
+    return district(tmp_path / "district.db", [
         {"district_id": "D1", "barcode": "B1", "last_name": "Able", "first_name": "Ann", "site": "HS", "grade": "9"},
         {"district_id": "D2", "barcode": "B2", "last_name": "Baker", "first_name": "Bob", "site": "HS", "grade": "3"},
         {"district_id": "D5", "barcode": "B5", "last_name": "Fifth", "first_name": "Fay", "site": "HS", "grade": "5"},
-    ])
-    return store
+    ], sites=(("HS", "High School"),))
 
 
 @pytest.fixture
@@ -72,14 +66,7 @@ def resolve(engine: RunEngine, conflict_id: int, action: str, value: str | None 
                           lambda ctx: resolve_conflict(ctx, conflict_id, action, value))
 
 
-def patron(store: Store, **where) -> dict | None:
-    conn = store.connect()
-    try:
-        (col, value), = where.items()
-        row = conn.execute(f"SELECT * FROM patrons WHERE {col} = ?", (value,)).fetchone()
-        return dict(row) if row else None
-    finally:
-        conn.close()
+patron = patron_where
 
 
 def conflicts(store: Store, run_id: int, status: str | None = None):

@@ -15,7 +15,7 @@ from patron_tui.services.imports.engine import run_import
 from patron_tui.services.imports.summary import load_summary, messages_csv
 from patron_tui.store import ChangesetWriter, Store
 
-from tests.conftest import add_patrons
+from tests.conftest import district, patron_where
 
 SAMPLES = Path(__file__).resolve().parent.parent / "sample_data"
 
@@ -37,21 +37,17 @@ required=barcode,last_name
 HEADER = "ID,Barcode,Last,First,School,Grade,Email,Birthdate\n"
 
 
+ANN_AND_BOB = [
+    {"district_id": "D1", "barcode": "B1", "last_name": "Able", "first_name": "Ann", "site": "HS",
+     "grade": "9", "email": "ann@old.example"},
+    {"district_id": "D2", "barcode": "B2", "last_name": "Baker", "first_name": "Bob", "site": "ELM",
+     "grade": "3", "email": ""},
+]
+
+
 @pytest.fixture
 def store(tmp_path: Path) -> Store:
-    store = Store.create(tmp_path / "district.db", operator="tester")
-    conn = store.connect()
-    with ChangesetWriter(conn, operator="tester", run_id=None) as w:
-        w.insert("sites", {"code": "HS", "name": "High School"})
-        w.insert("sites", {"code": "ELM", "name": "Elm Elementary"})
-    conn.close()
-    add_patrons(store, [
-        {"district_id": "D1", "barcode": "B1", "last_name": "Able", "first_name": "Ann", "site": "HS",
-         "grade": "9", "email": "ann@old.example"},
-        {"district_id": "D2", "barcode": "B2", "last_name": "Baker", "first_name": "Bob", "site": "ELM",
-         "grade": "3", "email": ""},
-    ])
-    return store
+    return district(tmp_path / "district.db", ANN_AND_BOB)
 
 
 @pytest.fixture
@@ -75,14 +71,7 @@ def run(engine: RunEngine, csv_path, props, **kw):
     return handle
 
 
-def patron(store: Store, **where) -> dict | None:
-    conn = store.connect()
-    try:
-        (col, value), = where.items()
-        row = conn.execute(f"SELECT * FROM patrons WHERE {col} = ?", (value,)).fetchone()
-        return dict(row) if row else None
-    finally:
-        conn.close()
+patron = patron_where
 
 
 def messages(store: Store, run_id: int, level: str | None = None) -> list[dict]:
@@ -425,18 +414,7 @@ def test_mapping_in_a_second_process_gives_the_same_import(tmp_path):
     for process in (False, True):
         folder = tmp_path / f"p{int(process)}"
         folder.mkdir()
-        store = Store.create(folder / "district.db", operator="tester")
-        conn = store.connect()
-        with ChangesetWriter(conn, operator="tester", run_id=None) as w:
-            w.insert("sites", {"code": "HS", "name": "High School"})
-            w.insert("sites", {"code": "ELM", "name": "Elm Elementary"})
-        conn.close()
-        add_patrons(store, [
-            {"district_id": "D1", "barcode": "B1", "last_name": "Able", "first_name": "Ann", "site": "HS",
-             "grade": "9", "email": "ann@old.example"},
-            {"district_id": "D2", "barcode": "B2", "last_name": "Baker", "first_name": "Bob", "site": "ELM",
-             "grade": "3", "email": ""},
-        ])
+        store = district(folder / "district.db", ANN_AND_BOB)
         csv_path, props = write(folder, MIXED)
         eng = RunEngine(store, pool_size=2)
         try:

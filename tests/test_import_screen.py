@@ -11,7 +11,7 @@ import pytest
 from textual.widgets import Checkbox, DataTable, Input, OptionList, Select
 
 from patron_tui.services.imports.conflicts import list_conflicts
-from patron_tui.store import ChangesetWriter, Store
+from patron_tui.store import Store
 from patron_tui.ui.app import make_app
 from patron_tui.ui.screens.conflict_dialog import ConflictScreen
 from patron_tui.ui.screens.import_run import CancelRunScreen, ImportScreen, complete_path, estimate_records
@@ -20,7 +20,7 @@ from patron_tui.ui.screens.job_summary import ExportMessagesScreen, JobSummarySc
 from patron_tui.ui.screens.query_dialogs import ConfirmScreen
 from patron_tui.ui.screens.sections import JobsScreen
 
-from tests.conftest import add_patrons
+from tests.conftest import district, patron_where
 
 PROPS = """\
 encoding=utf-8
@@ -45,16 +45,10 @@ ROWS = [
 
 @pytest.fixture
 def store(tmp_path: Path) -> Store:
-    store = Store.create(tmp_path / "district.db", operator="tester")
-    conn = store.connect()
-    with ChangesetWriter(conn, operator="tester", run_id=None) as w:
-        w.insert("sites", {"code": "HS", "name": "High School"})
-    conn.close()
-    add_patrons(store, [
+    return district(tmp_path / "district.db", [
         {"district_id": "D1", "barcode": "B1", "last_name": "Able", "first_name": "Ann", "site": "HS", "grade": "9"},
         {"district_id": "D2", "barcode": "B2", "last_name": "Baker", "first_name": "Bob", "site": "HS", "grade": "3"},
-    ])
-    return store
+    ], sites=(("HS", "High School"),))
 
 
 @pytest.fixture(autouse=True)
@@ -71,14 +65,7 @@ def files(tmp_path: Path) -> tuple[Path, Path]:
     return csv_path, props
 
 
-def patron(store: Store, **where) -> dict | None:
-    conn = store.connect()
-    try:
-        (col, value), = where.items()
-        row = conn.execute(f"SELECT * FROM patrons WHERE {col} = ?", (value,)).fetchone()
-        return dict(row) if row else None
-    finally:
-        conn.close()
+patron = patron_where
 
 
 async def settle(app, pilot, rounds: int = 3):
