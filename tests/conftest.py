@@ -17,6 +17,7 @@ if os.environ.get("CI"):
     hypothesis_settings.load_profile("ci")
 
 from patron_tui.store import ChangesetWriter, Store, utc_now
+from tests.conftest_sshd import sshd, sshd_password  # noqa: F401  (real OpenSSH for SFTP tests)
 
 
 @pytest.fixture(autouse=True)
