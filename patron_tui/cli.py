@@ -57,6 +57,10 @@ def build_parser() -> argparse.ArgumentParser:
     sets = sub.add_parser("sets", help="list the saved query sets")
     _add_db(sets)
     sets.add_argument("--json", action="store_true", help="print the sets as JSON")
+
+    from patron_tui import cli_jobs   # jobs, runs, scheduler, run-due
+
+    cli_jobs.register(sub)
     return parser
 
 
@@ -172,6 +176,10 @@ def _main(argv: list[str] | None) -> int:
         return _cmd_conflicts(db_path, args)
     if args.command == "resolve":
         return _cmd_resolve(db_path, args, parser)
+    if args.command in ("jobs", "runs", "scheduler", "run-due"):
+        from patron_tui.cli_jobs import main_jobs
+
+        return main_jobs(db_path, args)
     parser.error(f"unknown command {args.command}")
     return 2
 

@@ -66,7 +66,10 @@ def run_job(ctx: RunContext, job_name: str, mode: str, *, staging_dir: str | Pat
                         from patron_tui.services.jobs.secrets import default_secret_store
 
                         store = default_secret_store(ctx.store.path)
-                    path = fetch(job, tmp, secret_store=store, **(sftp_options or {}))
+                    kw = {"db_path": ctx.store.path, **(sftp_options or {})}
+                    kw.setdefault("on_retry", lambda exc, delay: ctx.warning(
+                        f"{exc}; trying again in {delay:g} s", code="retry"))
+                    path = fetch(job, tmp, secret_store=store, **kw)
             except SourceError as exc:
                 raise RunFailed(str(exc)) from None
             ctx.check_cancelled()

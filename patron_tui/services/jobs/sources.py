@@ -79,8 +79,8 @@ def test_job(job: "Job", store_paths: Any = None, **sftp_kw: Any) -> TestReport:
     """Check the job's source and properties file.
 
     `store_paths`: for SFTP, either a `SecretStore` or the database path (the
-    secret store next to it is used); `sftp_kw` goes to `test_sftp`
-    (known_hosts_path, timeout)."""
+    secret store and known_hosts file beside it are used); `sftp_kw` goes to
+    `test_sftp` (known_hosts_path, db_path, timeout)."""
     if job.source == "directory":
         from patron_tui.services.jobs.directory import check_directory
 
@@ -89,6 +89,8 @@ def test_job(job: "Job", store_paths: Any = None, **sftp_kw: Any) -> TestReport:
         from patron_tui.services.jobs import sftp  # helper module, imported only when needed
 
         secret = _secret_for(job, store_paths)
+        if store_paths is not None and not hasattr(store_paths, "get"):
+            sftp_kw.setdefault("db_path", store_paths)
         report = sftp.test_sftp(job, secret, **sftp_kw)
     report.checks.extend(check_properties(job))
     return report
