@@ -363,11 +363,12 @@ _V4 = (
         resolution_run_id INTEGER REFERENCES runs(id) ON DELETE SET NULL
     )""",
     "CREATE INDEX import_conflicts_run ON import_conflicts(run_id, status)",
-    # the fingerprint becomes a 64-bit hash of the source row (an integer: Incremental
-    # loads every stored one into a set); the old hex text ones are dropped, so the first
-    # Incremental after this upgrade compares every record once
+    # the fingerprint becomes a 64-bit hash of the source line, as 16 hex digits (Incremental
+    # loads every stored one into a set with one group_concat); the old ones (a hash of the
+    # mapped fields) are dropped, so the first Incremental after this upgrade compares every
+    # record once
     "ALTER TABLE patrons DROP COLUMN import_fingerprint",
-    "ALTER TABLE patrons ADD COLUMN import_fingerprint INTEGER",
+    "ALTER TABLE patrons ADD COLUMN import_fingerprint TEXT",
 )
 
 # Scheduled patron updates (services/jobs/): SFTP key authentication, and one lease row per
@@ -391,7 +392,7 @@ MIGRATIONS: tuple[Migration, ...] = (
     Migration(1, "patron store, reference tables, catalog, jobs, runs, journal", _V1),
     Migration(2, "indexes for search statements", _V2),
     Migration(3, "import fingerprint and flag columns on patrons", _V3),
-    Migration(4, "import conflicts kept for resolution; integer import fingerprints", _V4),
+    Migration(4, "import conflicts kept for resolution; import fingerprints of source lines", _V4),
     Migration(5, "scheduled jobs: SFTP key authentication, job leases", _V5),
 )
 

@@ -20,7 +20,7 @@ How it goes:
 Rules:
 - matching: on the properties file's `match` field (district ID or barcode); a record without
   that value is matched on the other one; a record with neither is skipped (`missing_key`);
-- the content fingerprint of a record is a 64-bit hash of its source fields and of the
+- the content fingerprint of a record is a 64-bit hash (16 hex digits) of its source line and of the
   mapping (properties and header): the same row under the same properties -> the same
   fingerprint. It is stored in `patrons.import_fingerprint` when a record is written;
 - Full: every valid record is compared with the stored patron and written when it differs;
@@ -104,7 +104,7 @@ class _DryRun(Exception):
     """Raised inside the writer's `with` to roll a dry run back."""
 
 
-def new_patron_row(fields: dict[str, Any], *, now: str, fingerprint: int | None) -> dict[str, Any]:
+def new_patron_row(fields: dict[str, Any], *, now: str, fingerprint: str | None) -> dict[str, Any]:
     """The patrons row an import adds for a record's mapped `fields` (site already resolved):
     the fields the file carries (a blank barcode, district ID or username is NULL); every other
     column takes the schema's default."""
@@ -134,11 +134,12 @@ def patron_changes(existing: dict[str, Any], fields: dict[str, Any], protect: It
     return diff
 
 
-def row_fingerprint(seed: bytes, row: list[str], raw: bytes | None = None) -> int:
-    """The content fingerprint of a source record under a mapping (`seed` = mapping_seed(...)):
-    a hash of its raw bytes for a one-line record (what `RowReader` yields), else of its fields."""
+def row_fingerprint(seed: bytes, row: list[str], raw: bytes | None = None) -> str:
+    """The content fingerprint of a source record under a mapping (`seed` = mapping_seed(...)),
+    16 hex digits: a hash of its raw bytes for a one-line record (what `RowReader` yields),
+    else of its fields."""
     data = raw if raw is not None else "\x1f".join(row).encode("utf-8", "surrogatepass")
-    return int.from_bytes(hashlib.blake2b(data, digest_size=8, person=seed).digest(), "big", signed=True)
+    return hashlib.blake2b(data, digest_size=8, person=seed).hexdigest()
 
 
 def mapping_seed(mapping: ImportMapping, columns: tuple[str, ...]) -> bytes:
@@ -280,7 +281,7 @@ class _Import:
         self.mapper = None
         self.reference: dict[str, frozenset[str]] = {}
         self.require = False
-        self.stored: set[str] | None = None     # Incremental: every stored fingerprint, as 16 hex digits
+        self.stored: set[str] | None = None     # Incremental: every stored fingerprint
         self.modified: tuple[int, Any] | None = None   # Incremental: (column index, is-old test)
         self.now = ""
         self.carried = set(mapping.fields) | set(mapping.defaults) | (set(mapping.custom) & set(PATRON_FIELDS))
@@ -317,8 +318,7 @@ class _Import:
         conn.execute("DELETE FROM temp._import_seen")
         if self.mode == "incremental":
             # one text from SQLite and one split: a cursor's 200,000 one-value rows cost twice that
-            # (as hex: the digest's own hexdigest(), so no record's hash becomes an int to be found)
-            (text,) = conn.execute("SELECT group_concat(printf('%016x', import_fingerprint)) FROM patrons"
+            (text,) = conn.execute("SELECT group_concat(import_fingerprint) FROM patrons"
                                    " WHERE import_fingerprint IS NOT NULL").fetchone()
             self.stored = set(text.split(",")) if text else set()
             self.modified = self._modified_test(conn)
