@@ -394,7 +394,8 @@ def _start(job: "Job", known: KnownHosts, timeout: float) -> paramiko.Transport:
     except (paramiko.SSHException, EOFError, OSError) as exc:
         transport.close()
         text = str(exc).lower() if isinstance(exc, paramiko.SSHException) else ""
-        if "banner" in text or isinstance(exc, (socket.timeout, TimeoutError)) or "timeout" in text:
+        if ("banner" in text or "timeout" in text or "timed out" in text
+                or isinstance(exc, (socket.timeout, TimeoutError))):
             raise ConnectError(
                 f"{where} accepted the connection but did not answer as an SSH server within "
                 f"{timeout:g} s: check that this is the SFTP port and that the server is not overloaded.",
@@ -402,6 +403,13 @@ def _start(job: "Job", known: KnownHosts, timeout: float) -> paramiko.Transport:
         raise ConnectError(
             f"{where} closed the connection during the SSH handshake: the server may limit who "
             "may connect, or be restarting.", reason="network", detail=type(exc).__name__) from None
+    # start_client returns quietly when its timeout passes mid-handshake: check it finished
+    if not transport.is_active() or getattr(transport, "host_key", None) is None:
+        transport.close()
+        raise ConnectError(
+            f"{where} accepted the connection but did not complete the SSH handshake within "
+            f"{timeout:g} s: check that this is the SFTP port and that the server is not overloaded.",
+            reason="timeout", detail="handshake timeout")
     return transport
 
 
