@@ -491,7 +491,7 @@ def _cmd_test(db_path: Path, args: argparse.Namespace) -> int:
     store, conn = _open(db_path)
     job = _job_or_fail(conn, args.name)
     kw = {"timeout": args.timeout} if args.timeout and job.source == "sftp" else {}
-    report = test_job(job, store.path, **kw)
+    report = test_job(job, store.path, properties=True, **kw)
     if args.json:
         print(json.dumps(report.as_dict(), indent=2, ensure_ascii=False))
     else:

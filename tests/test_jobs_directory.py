@@ -52,12 +52,13 @@ def test_a_settled_file_is_copied(tmp_path):
 
 def test_check_directory_and_test_job(tmp_path):
     csv_path, props = write_files(tmp_path, ROWS)
-    report = test_job(dir_job(csv_path, props))
+    report = test_job(dir_job(csv_path, props), properties=True)
     assert report.ok, report.as_dict()
     assert [c.step for c in report.checks] == ["folder", "file", "properties"]
     missing = check_directory(dir_job(tmp_path / "nowhere" / "x.csv"))
     assert not missing[0].ok and "does not exist" in missing[0].sentence
-    report = test_job(dir_job(tmp_path / "sis" / "other.csv", tmp_path / "nope.properties"))
+    assert [c.step for c in test_job(dir_job(csv_path, props), properties=False).checks] == ["folder", "file"]
+    report = test_job(dir_job(tmp_path / "sis" / "other.csv", tmp_path / "nope.properties"), properties=True)
     assert not report.ok
     assert [c.ok for c in report.checks] == [True, False, False]
     assert "nope.properties does not exist" in report.checks[-1].sentence

@@ -75,8 +75,9 @@ def check_properties(job: "Job") -> list[Check]:
     return [Check("properties", True, f"Properties file {path} is valid; the file is read as {enc}.")]
 
 
-def test_job(job: "Job", store_paths: Any = None, **sftp_kw: Any) -> TestReport:
-    """Check the job's source and properties file.
+def test_job(job: "Job", store_paths: Any = None, *, properties: bool = True, **sftp_kw: Any) -> TestReport:
+    """Check the job's source (Destiny's "Test Server"), then, unless `properties` is
+    False, the properties file.
 
     `store_paths`: for SFTP, either a `SecretStore` or the database path (the
     secret store and known_hosts file beside it are used); `sftp_kw` goes to
@@ -92,7 +93,8 @@ def test_job(job: "Job", store_paths: Any = None, **sftp_kw: Any) -> TestReport:
         if store_paths is not None and not hasattr(store_paths, "get"):
             sftp_kw.setdefault("db_path", store_paths)
         report = sftp.test_sftp(job, secret, **sftp_kw)
-    report.checks.extend(check_properties(job))
+    if properties:
+        report.checks.extend(check_properties(job))
     return report
 
 
