@@ -167,3 +167,26 @@ def test_two_schedulers_started_together_run_a_due_job_once(tmp_path):
     conn = store.connect()
     assert [r["status"] for r in job_runs(conn)] == ["succeeded"]
     assert conn.execute("SELECT count(*) FROM patrons WHERE site='HS'").fetchone()[0] == 2
+
+
+def test_two_run_due_processes_started_together_run_a_due_job_once(tmp_path):
+    import json
+    import os
+    import subprocess
+    import sys
+
+    store = make_store(tmp_path)
+    csv_path, props = write_files(tmp_path, ["D1,B1,Able,Ann,HS"])
+    add_job(store, path=csv_path, props=props, schedule="mon-sun=full@00:00,")
+    _set_updated(store, datetime.now(UTC) - timedelta(hours=30))   # one or two midnights since
+    env = {**os.environ, "PATRON_TUI_SETTLE_SECONDS": "0", "PATRON_TUI_WORKERS": "1"}
+    cmd = [sys.executable, "-m", "patron_tui", "run-due", "--db", str(store.path), "--json",
+           "--max-missed-age", str(30 * 60)]
+    procs = [subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+             for _ in range(2)]
+    outs = [p.communicate(timeout=120) for p in procs]
+    assert all(p.returncode == 0 for p in procs), outs
+    results = [r for out, _ in outs for r in json.loads(out)]
+    assert [r["status"] for r in results if r["action"] == "run"] == ["succeeded"]
+    conn = store.connect()
+    assert [r["status"] for r in job_runs(conn) if r["status"] != "missed"] == ["succeeded"]
