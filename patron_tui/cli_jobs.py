@@ -422,10 +422,25 @@ def _cmd_edit(db_path: Path, args: argparse.Namespace) -> int:
     if args.rename:
         fields["name"] = args.rename
     job = _validate(fields, f"{args.from_file}: " if args.from_file else "")
-    secret = _read_secret(args, job, required=old.source != "sftp" and job.source == "sftp")
+    # a new login way needs its own secret: a password is not a key passphrase
+    new_login = job.source == "sftp" and (old.source != "sftp" or old.sftp_auth != job.sftp_auth)
+    secret = _read_secret(args, job, required=new_login)
+    if new_login and secret is None:
+        secret = ""   # key login without a passphrase given: the old password is forgotten
     saved = _save(store, conn, job, secret, old_name=old.name)
+    if old.source == "sftp" and saved.source != "sftp":
+        _forget_secret(store, old.name)
     print(f"job {saved.name!r} saved ({saved.source}, {saved.schedule.label()})")
     return 0
+
+
+def _forget_secret(store, name: str) -> None:
+    from patron_tui.services.jobs.secrets import SecretStoreError, default_secret_store
+
+    try:
+        default_secret_store(store.path).delete(name)
+    except SecretStoreError as exc:
+        raise _Refused(f"job {name!r} saved, but its old secret could not be removed: {exc}") from None
 
 
 def _cmd_delete(db_path: Path, args: argparse.Namespace) -> int:

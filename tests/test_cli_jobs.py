@@ -187,3 +187,32 @@ def test_run_due_runs_what_is_due(setup, capsys):
     assert [r["action"] for r in results] == ["missed", "run"] and results[-1]["status"] == "succeeded"
     code, out, _ = run(capsys, "run-due", "--db", db, "--json")
     assert json.loads(out) == []
+
+
+def test_changing_the_login_way_does_not_keep_the_old_secret(setup, capsys, monkeypatch, tmp_path):
+    from patron_tui.services.jobs.secrets import default_secret_store
+
+    store, db, _, props = setup
+    monkeypatch.setattr("sys.stdin", io.StringIO("pw-one\n"))
+    code, _, err = run(capsys, "jobs", "add", "Remote", "--db", db, "--source", "sftp",
+                       "--sftp-url", "sis.example.org/x", "--user", "lib", "--file-name", "S.csv",
+                       "--properties", str(props), "--password-stdin")
+    assert code == 0, err
+    secrets = default_secret_store(store.path)
+    code, _, err = run(capsys, "jobs", "edit", "Remote", "--db", db, "--rename", "Remote SIS")
+    assert code == 0, err
+    assert secrets.get("Remote") is None and secrets.get("Remote SIS").reveal() == "pw-one"
+    key = tmp_path / "id_ed25519"
+    key.write_text("not read here")
+    code, _, err = run(capsys, "jobs", "edit", "Remote SIS", "--db", db, "--auth", "key", "--key", str(key))
+    assert code == 0, err
+    assert secrets.get("Remote SIS") is None   # a password is not a key passphrase
+    monkeypatch.setattr("sys.stdin", io.StringIO("pw-two\n"))
+    code, _, err = run(capsys, "jobs", "edit", "Remote SIS", "--db", db, "--auth", "password",
+                       "--password-stdin")
+    assert code == 0, err
+    assert secrets.get("Remote SIS").reveal() == "pw-two"
+    code, _, err = run(capsys, "jobs", "edit", "Remote SIS", "--db", db, "--source", "directory",
+                       "--path", "/srv/x.csv")
+    assert code == 0, err
+    assert secrets.get("Remote SIS") is None

@@ -109,3 +109,31 @@ def test_migration_adds_the_lease_table(tmp_path):
     cols = {r[1] for r in conn.execute("PRAGMA table_info(job_leases)")}
     assert cols == {"job_id", "owner", "acquired_at", "expires_at", "last_slot"}
     assert {"sftp_auth", "sftp_key_path"} <= {r[1] for r in conn.execute("PRAGMA table_info(jobs)")}
+
+
+def test_lease_is_exclusive_and_freed_by_expiry_or_a_dead_owner(tmp_path):
+    from datetime import datetime, timedelta, timezone
+
+    from patron_tui.services.jobs import lease
+    from patron_tui.store.identity import host_name
+
+    store = make_store(tmp_path)
+    conn = store.connect()
+    with ChangesetWriter(conn, operator="tester", run_id=None) as w:
+        j = save_job(w, job())
+    now = datetime(2026, 6, 1, tzinfo=timezone.utc)
+    assert lease.acquire(conn, j.id, "other-host:1", now=now, ttl=timedelta(hours=1))
+    assert not lease.acquire(conn, j.id, "other-host:2", now=now + timedelta(minutes=59))
+    assert lease.holder(conn, j.id, now=now) == "other-host:1"
+    assert lease.acquire(conn, j.id, "other-host:2", now=now + timedelta(minutes=61))   # expired
+    lease.release(conn, j.id, "other-host:2")
+    assert lease.holder(conn, j.id) is None
+    dead = f"{host_name()}:999999999"   # a process of this host that does not exist
+    assert lease.acquire(conn, j.id, dead)
+    assert lease.acquire(conn, j.id, lease.owner_id("me"))
+    # a scheduler's slot claim: once per slot, never an older one
+    lease.release(conn, j.id, lease.owner_id("me"))
+    assert lease.claim_slot(conn, j.id, "2026-06-02T06:00:00.000000Z")
+    assert not lease.claim_slot(conn, j.id, "2026-06-02T06:00:00.000000Z")
+    assert not lease.claim_slot(conn, j.id, "2026-06-01T06:00:00.000000Z")
+    assert lease.claim_slot(conn, j.id, "2026-06-03T06:00:00.000000Z")
