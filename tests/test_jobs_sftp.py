@@ -375,3 +375,32 @@ def test_a_stalled_server_ends_the_attempt(sshd: SshServer, folder: str, known: 
         for cm in frozen:
             cm.__exit__(None, None, None)
     assert frozen and not list((tmp_path / "stage").glob("*"))
+
+
+def test_a_hanging_name_lookup_times_out(sshd: SshServer, folder: str, known: KnownHosts, monkeypatch) -> None:
+    import threading
+
+    release = threading.Event()
+
+    def stuck(*args, **kw):   # a name service that never answers (until the test ends)
+        release.wait(30)
+        raise socket.gaierror(socket.EAI_AGAIN, "Temporary failure in name resolution")
+
+    monkeypatch.setattr(sftp_mod.socket, "getaddrinfo", stuck)
+    job = key_job(sshd, folder).model_copy(update={"sftp_url": "sftp://sftp.district.invalid/in"})
+    try:
+        report = test_sftp(job, None, known_hosts=known, timeout=0.2)
+    finally:
+        release.set()
+    assert [(c.step, c.ok) for c in report.checks] == [("connect", False)]
+    assert "name service (DNS) is not answering" in report.checks[0].sentence
+
+
+def test_errors_survive_pickling_without_their_key(sshd: SshServer, folder: str, tmp_path: Path) -> None:
+    import pickle
+
+    with pytest.raises(HostKeyUnknown) as err:
+        connect(key_job(sshd, folder), None, known_hosts=tmp_path / "kh", timeout=TIMEOUT)
+    copy = pickle.loads(pickle.dumps(err.value))
+    assert type(copy) is HostKeyUnknown and str(copy) == str(err.value)
+    assert copy.fingerprint == err.value.fingerprint and copy.step == "host key"

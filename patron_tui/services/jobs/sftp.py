@@ -16,8 +16,7 @@
   against the remote size, fsynced and only then renamed to `<name>`.
 * Every failure is an `SftpError` (a `SourceError`) whose text is a sentence an operator can
   act on. No text built here contains the password or passphrase, and paramiko's exceptions
-  are never chained into ours (their `__context__` is dropped), so a traceback cannot show
-  one either.
+  are never chained into ours (`raise ... from None`), so a traceback shows only our sentence.
 """
 
 from __future__ import annotations
@@ -69,6 +68,17 @@ class SftpError(SourceError):
         self.sentence = sentence
         self.step = step
         self.detail = detail
+
+    def __reduce__(self):   # picklable whatever the subclass's __init__ (a host key stays behind)
+        state = {k: v for k, v in self.__dict__.items() if k != "key"}
+        return (_restore_error, (type(self), self.args, state))
+
+
+def _restore_error(cls: type, args: tuple, state: dict) -> "SftpError":
+    obj = Exception.__new__(cls)
+    obj.args = args
+    obj.__dict__.update(state)
+    return obj
 
 
 class ConnectError(SftpError):
@@ -330,15 +340,41 @@ def _where(job: "Job") -> str:
     return f"{job.sftp_host}:{job.sftp_port}"
 
 
+def _resolve(host: str, port: int, timeout: float) -> list:
+    """getaddrinfo, which has no timeout of its own, in a helper thread we stop waiting for."""
+    import threading
+
+    box: dict[str, Any] = {}
+
+    def look() -> None:
+        try:
+            box["infos"] = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
+        except BaseException as exc:   # handed to the caller
+            box["error"] = exc
+
+    thread = threading.Thread(target=look, name="sftp-dns", daemon=True)
+    thread.start()
+    thread.join(timeout)
+    if thread.is_alive():
+        raise TimeoutError("name lookup")
+    if "error" in box:
+        raise box["error"]
+    return box["infos"]
+
+
 def _tcp_connect(job: "Job", timeout: float) -> socket.socket:
     host, port, where = job.sftp_host, job.sftp_port, _where(job)
     try:
-        infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
+        infos = _resolve(host, port, timeout)
     except socket.gaierror as exc:
         raise ConnectError(
             f"The server name {host!r} could not be resolved: check the spelling of the SFTP URL "
             "and that this server can look up names (DNS).",
             reason="dns", detail=f"getaddrinfo: {exc.strerror or exc.errno}") from None
+    except TimeoutError:
+        raise ConnectError(
+            f"Looking up the server name {host!r} took longer than {timeout:g} s: this server's "
+            "name service (DNS) is not answering.", reason="dns", detail="getaddrinfo timeout") from None
     last: OSError | None = None
     for family, kind, proto, _canon, addr in infos:
         sock = socket.socket(family, kind, proto)
