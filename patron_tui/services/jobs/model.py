@@ -13,6 +13,8 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from patron_tui.services.inactivation import InactivationRules
+
 DAYS: tuple[str, ...] = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
 DAY_NAMES = {"mon": "Monday", "tue": "Tuesday", "wed": "Wednesday", "thu": "Thursday",
              "fri": "Friday", "sat": "Saturday", "sun": "Sunday"}
@@ -162,6 +164,7 @@ class Job(BaseModel):
     encoding: str | None = None    # None: the properties file's
     schedule: WeeklySchedule = Field(default_factory=WeeklySchedule)
     options: JobOptions = Field(default_factory=JobOptions)
+    inactivation: InactivationRules = Field(default_factory=InactivationRules)
 
     @field_validator("name")
     @classmethod

@@ -7,16 +7,21 @@
 
 The file is fetched into a staging folder of its own (removed after the run), then
 imported by the import engine with the job's properties file, encoding and summary
-option. After the run, "delete previously run jobs" keeps the newest N runs of the job.
+option. After a Full import, the job's Inactivation / Deletion rules run when every
+safeguard lets them (services/inactivation.py), in a transaction of their own. After the
+run, "delete previously run jobs" keeps the newest N runs of the job.
 """
 
 from __future__ import annotations
 
+import datetime as dt
 import tempfile
 from pathlib import Path
 from typing import Any
 
+from patron_tui.models import EventKind
 from patron_tui.runs import RunContext, RunFailed
+from patron_tui.services.inactivation import RULE_NAMES, apply_rules, safeguard
 from patron_tui.services.jobs import lease
 from patron_tui.services.jobs.model import Job
 from patron_tui.services.jobs.sources import SourceError, fetch
@@ -38,7 +43,7 @@ def job_params(job: Job, mode: str, **extra: Any) -> dict[str, Any]:
 
 def run_job(ctx: RunContext, job_name: str, mode: str, *, staging_dir: str | Path | None = None,
             secret_store: Any = None, sftp_options: dict[str, Any] | None = None,
-            settle_seconds: float | None = None) -> dict[str, Any]:
+            settle_seconds: float | None = None, today: dt.date | None = None) -> dict[str, Any]:
     """Fetch and import the job's file (see the module doc); returns the import's summary
     plus `job` and `source`."""
     if mode not in MODES:
@@ -79,6 +84,7 @@ def run_job(ctx: RunContext, job_name: str, mode: str, *, staging_dir: str | Pat
             summary = run_import(ctx, path=path, properties_path=job.properties_path, mode=mode,
                                  encoding=job.encoding, summary_errors_only=job.options.summary_errors_only)
         summary = {**summary, "job": job.name, "source": job.source_label()}
+        summary["inactivation"] = _inactivation(ctx, job, summary, today=today)
         return summary
     finally:
         try:
@@ -92,6 +98,47 @@ def run_job(ctx: RunContext, job_name: str, mode: str, *, staging_dir: str | Pat
                         ctx.info(f"Deleted {len(pruned)} previous run(s) of this job", code="pruned")
                 except Exception as exc:   # pruning must not turn a good import into a failure
                     ctx.warning(f"Could not delete previous runs: {exc}", code="prune-failed")
+
+
+def _inactivation(ctx: RunContext, job: Job, summary: dict[str, Any], *, today: dt.date | None) -> dict[str, Any]:
+    """After the import: the job's Inactivation / Deletion rules, when every safeguard lets
+    them run (services/inactivation.py), in a transaction of their own. Each patron touched
+    or kept back is a message naming the rule; the counts go to the summary."""
+    rules = job.inactivation
+    if not rules.any_rule:
+        return {}
+    previous = ctx.conn.execute(
+        "SELECT json_extract(summary, '$.read') FROM runs WHERE job_id = ? AND id < ? AND status = 'succeeded'"
+        " AND json_extract(summary, '$.mode') = 'full' AND json_extract(summary, '$.dry_run') = 0"
+        " ORDER BY id DESC LIMIT 1", (job.id, ctx.run_id)).fetchone()
+    held = safeguard(rules, mode=summary.get("mode", ""), status="succeeded", read=int(summary.get("read") or 0),
+                     skipped=int(summary.get("skipped") or 0),
+                     previous_full_read=int(previous[0]) if previous and previous[0] is not None else None)
+    if held is not None:
+        ctx.warning(f"Inactivation / deletion did not run: {held}.", code="inactivation_held")
+        return {"held": held}
+    today = today or dt.datetime.now().date()
+    with ctx.writer() as w:
+        outcomes = apply_rules(w, rules, today, allow_outstanding=job.options.allow_delete_outstanding)
+    ctx.messages(EventKind.INFO, [
+        (f"{o.name}: {o.action.replace('_', ' ')} by \"{RULE_NAMES[o.rule].format(n=_rule_n(rules, o.rule))}\""
+         f" ({o.reason})", o.action, None, o.barcode, o.patron_id)
+        for o in outcomes])
+    counts = {"inactivated": 0, "deleted": 0, "kept_back": 0}
+    for o in outcomes:
+        counts[o.action] += 1
+    ctx.info(f"Inactivation / deletion: {counts['inactivated']} inactivated, {counts['deleted']} deleted, "
+             f"{counts['kept_back']} kept back (outstanding transactions, not allowed by the job).",
+             code="inactivation_done")
+    return counts
+
+
+def _rule_n(rules, rule: str) -> int | str:
+    if rule == "inactivate":
+        return rules.inactivate_days
+    if rule == "delete_inactive" and rules.delete_inactive is not None:
+        return rules.delete_inactive.days
+    return ""
 
 
 def prune_runs(writer: ChangesetWriter, job_id: int, keep: int | None, *,

@@ -12,13 +12,14 @@ import sqlite3
 from datetime import datetime
 from typing import Any
 
+from patron_tui.services.inactivation import InactivationRules
 from patron_tui.services.jobs.model import Job, JobOptions, WeeklySchedule
 from patron_tui.store.changeset import ChangesetWriter, utc_now
 
 JOB_KIND = "job"
 
 _COLUMNS = ("id", "name", "source_kind", "path", "sftp_url", "sftp_port", "sftp_user", "sftp_auth",
-            "sftp_key_path", "file_name", "properties_path", "encoding", "schedule", "options")
+            "sftp_key_path", "file_name", "properties_path", "encoding", "schedule", "options", "inactivation")
 
 
 class JobExists(ValueError):
@@ -34,6 +35,7 @@ def _job_from_row(row: sqlite3.Row | dict[str, Any]) -> Job:
         properties_path=r["properties_path"], encoding=r["encoding"],
         schedule=WeeklySchedule.model_validate(json.loads(r["schedule"] or "{}")),
         options=JobOptions.model_validate(json.loads(r["options"] or "{}")),
+        inactivation=InactivationRules.model_validate(json.loads(r.get("inactivation") or "{}")),
     )
 
 
@@ -44,6 +46,7 @@ def _row_of(job: Job) -> dict[str, Any]:
         "sftp_key_path": job.sftp_key_path, "file_name": job.file_name,
         "properties_path": job.properties_path, "encoding": job.encoding,
         "schedule": job.schedule.model_dump_json(), "options": job.options.model_dump_json(),
+        "inactivation": job.inactivation.model_dump_json(exclude_defaults=True),
     }
 
 
