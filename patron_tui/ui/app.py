@@ -126,6 +126,22 @@ class PatronApp(App[int]):
             self.switch_mode("jobs")
         self.push_screen(ImportScreen())
 
+    def open_job_manager(self) -> None:
+        from patron_tui.ui.screens.job_manager import JobManagerScreen
+
+        if self.current_mode != "jobs":
+            self.switch_mode("jobs")
+        self.push_screen(JobManagerScreen())
+
+    def open_job_form(self) -> None:
+        if self.current_mode != "jobs":
+            self.switch_mode("jobs")
+        self.call_after_refresh(self._add_job)
+
+    def _add_job(self) -> None:
+        if isinstance(self.screen, JobsScreen):
+            self.screen.action_add_job()
+
     def cancel_runs(self) -> None:
         if self.engine is None:
             return
@@ -166,6 +182,12 @@ class PatronApp(App[int]):
         yield SystemCommand("Toggle log pane", "Show or hide the live log pane (Ctrl+L)", self.action_toggle_log)
         yield SystemCommand("Import a patron file", "Import a patron CSV file with a properties file (Jobs, i)",
                             self.open_import)
+        yield SystemCommand("Jobs: scheduled patron updates", "The job list: add, edit, test, run (Jobs, 4)",
+                            lambda: self.action_section("jobs"))
+        yield SystemCommand("Add a scheduled job", "A new scheduled patron update job (Jobs, a)",
+                            self.open_job_form)
+        yield SystemCommand("Job Manager", "Every run of every scheduled job and its job summary (Jobs, m)",
+                            self.open_job_manager)
         yield SystemCommand("Check database", "Run the troubleshooting check of the patron database",
                             self.start_check)
         yield SystemCommand("Key help", "Keys of the current screen (?)", self.action_key_help)

@@ -1,0 +1,437 @@
+"""Pilot tests at 80x24, keyboard only: the Jobs section creates a directory job and an SFTP
+job through the form, tests them, runs one into a real store, and the Job Manager lists the
+run and opens its job summary with the real counts."""
+
+from __future__ import annotations
+
+import socket
+from pathlib import Path
+
+import pytest
+from textual.widgets import DataTable, Input, OptionList, Select
+
+from patron_tui.services.jobs import get_job, job_runs
+from patron_tui.services.jobs.secrets import default_secret_store
+from patron_tui.store import Store
+from patron_tui.ui.app import make_app
+from patron_tui.ui.screens.job_form import DiscardScreen, JobFormScreen
+from patron_tui.ui.screens.job_manager import JobManagerScreen
+from patron_tui.ui.screens.job_summary import JobSummaryScreen
+from patron_tui.ui.screens.job_test import TestServerScreen
+from patron_tui.ui.screens.jobs import JobRunScreen, JobsScreen, RunModeScreen
+from patron_tui.ui.screens.key_help import KeyHelpScreen
+from patron_tui.ui.screens.query_dialogs import ConfirmScreen
+
+from tests.conftest import patron_where
+from tests.jobs_helpers import add_job, make_store, write_files
+
+ROWS = ["D1,B1,Able,Ann,HS", "D2,B2,Baker,Bob,HS", "D3,,Nobar,Ned,HS"]   # the third is skipped
+PASSWORD = "Pa55-[bold]w0rd!"
+
+
+@pytest.fixture
+def store(tmp_path: Path) -> Store:
+    return make_store(tmp_path)
+
+
+@pytest.fixture(autouse=True)
+def _no_settle(monkeypatch):
+    # the directory source looks twice, 2 s apart, for a file still being written;
+    # these files are complete before the run starts
+    monkeypatch.setattr("patron_tui.services.jobs.directory.SETTLE_SECONDS", 0.0)
+
+
+async def settle(app, pilot, rounds: int = 3):
+    for _ in range(rounds):
+        await pilot.pause()
+        await app.workers.wait_for_complete()
+    await pilot.pause()
+
+
+async def wait_until(app, pilot, condition, *, limit: int = 400):
+    """Let the app work until `condition()` holds (bounded by rounds, not a clock)."""
+    for _ in range(limit):
+        if condition():
+            return
+        await pilot.pause(0.05)
+        await app.workers.wait_for_complete()
+    assert condition()
+
+
+async def open_jobs(app, pilot):
+    await settle(app, pilot)
+    await pilot.press("4")
+    await settle(app, pilot)
+    assert isinstance(app.screen, JobsScreen)
+
+
+async def highlight_job(app, pilot, name: str):
+    ol = app.screen.query_one("#jobs-list", OptionList)
+    rows = app.screen.rows
+    index = next(i for i, r in enumerate(rows) if r["job"].name == name)
+    for _ in range(ol.option_count):
+        if ol.highlighted is not None and ol.get_option_at_index(ol.highlighted).id == f"job-{index}":
+            return
+        await pilot.press("down")
+    raise AssertionError(f"job {name} not in the list")
+
+
+def job_lines(app) -> list[str]:
+    ol = app.screen.query_one("#jobs-list", OptionList)
+    return [str(ol.get_option_at_index(i).prompt) for i in range(ol.option_count)
+            if (ol.get_option_at_index(i).id or "").startswith("job-")]
+
+
+def err(screen, key: str) -> str:
+    widget = screen.query_one(f"#err-{key}")
+    return str(widget.render()) if widget.has_class("-shown") else ""
+
+
+def saved(store: Store, name: str):
+    conn = store.connect()
+    try:
+        return get_job(conn, name)
+    finally:
+        conn.close()
+
+
+def closed_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+async def test_directory_job_by_keyboard_test_run_and_job_manager(store, tmp_path):
+    csv_path, props = write_files(tmp_path, ROWS)
+    app = make_app(store.path, operator="tester")
+    async with app.run_test(size=(80, 24)) as pilot:
+        await open_jobs(app, pilot)
+        assert "No jobs yet" in str(app.screen.query_one("#jobs-list", OptionList).get_option_at_index(3).prompt)
+        await pilot.press("a")
+        await settle(app, pilot)
+        form = app.screen
+        assert isinstance(form, JobFormScreen) and form.query_one("#job-name", Input).has_focus
+        # tab order: name, source (Directory already chosen), CSV path, properties file
+        await pilot.press(*"Students", "tab", "tab")
+        assert form.query_one("#job-path", Input).has_focus
+        await pilot.press(*"sis/students.csv")   # not a full path: said under the field as typed
+        await pilot.pause()
+        assert "not a full path" in err(form, "path")
+        await pilot.press("end", "ctrl+u", *str(csv_path))
+        await pilot.pause()
+        assert err(form, "path") == ""
+        await pilot.press("tab", *str(props))
+        await settle(app, pilot)
+        assert "Valid properties file; its encoding is utf-8" in str(form.query_one("#hint-properties").render())
+        await pilot.press("tab")
+        assert form.query_one("#job-encoding", Select).has_focus
+        await pilot.press("tab")
+        assert form.query_one("#day-mon-mode", Select).has_focus
+        assert "3 patrons" not in str(form.query_one("#hint-schedule").render())
+        assert "Full for each update" in str(form.query_one("#hint-schedule").render())
+        await pilot.press("ctrl+g")   # the suggestion: under 50,000 patrons, Full every day
+        await pilot.pause()
+        await pilot.press("tab")
+        assert form.query_one("#day-mon-time", Input).has_focus
+        await pilot.press("end", "ctrl+u", *"25:00")
+        await pilot.pause()
+        assert "HH:MM" in err(form, "schedule-mon")
+        await pilot.press("end", "ctrl+u", *"1:30")
+        await pilot.pause()
+        assert err(form, "schedule-mon") == ""
+        await pilot.press("ctrl+s")
+        await settle(app, pilot)
+        assert isinstance(app.screen, JobsScreen)
+        job = saved(store, "Students")
+        assert job is not None and job.source == "directory" and job.path == str(csv_path)
+        assert job.schedule.mon.mode == "full" and job.schedule.mon.time == "01:30"
+        assert {d.mode for _, d in job.schedule.days()} == {"full"}
+        (line,) = job_lines(app)
+        assert line.startswith("Students") and "dir" in line and "never run" in line and "Full" in line
+
+        # Test Server: every check passes, each with its sentence
+        await highlight_job(app, pilot, "Students")
+        await pilot.press("t")
+        await wait_until(app, pilot, lambda: isinstance(app.screen, TestServerScreen) and app.screen.report)
+        report = str(app.screen.query_one("#test-report").render())
+        assert "✓ folder" in report and "✓ file" in report and "✓ properties" in report and "✗" not in report
+        assert "Every check passed" in str(app.screen.query_one("#test-where").render())
+        await pilot.press("escape")
+        await settle(app, pilot)
+
+        # Run now, Full: the progress screen, then the job summary with the real counts
+        await pilot.press("r")
+        await settle(app, pilot)
+        assert isinstance(app.screen, RunModeScreen)
+        await pilot.press("f")
+        await wait_until(app, pilot, lambda: isinstance(app.screen, JobSummaryScreen))
+        await settle(app, pilot)
+        run_id = app.screen.run_id
+        counts = str(app.screen.query_one("#summary-counts").render())
+        assert "Read 3 · added 2 · updated 0 · unchanged 0 · skipped 1" in counts and "full" in counts, counts
+        await pilot.press("escape")
+        await settle(app, pilot)
+        assert isinstance(app.screen, JobRunScreen)
+        assert f"Run {run_id} succeeded" in str(app.screen.query_one("#jobrun-status").render())
+        await pilot.press("escape")
+        await settle(app, pilot)
+        assert isinstance(app.screen, JobsScreen)
+        assert "succeeded" in job_lines(app)[0]
+
+        # the Job Manager: the run, who started it, its counts; Enter opens its summary
+        await pilot.press("m")
+        await settle(app, pilot)
+        manager = app.screen
+        assert isinstance(manager, JobManagerScreen)
+        table = manager.query_one("#manager-runs", DataTable)
+        assert table.has_focus and table.row_count == 1
+        cells = [str(c) for c in table.get_row_at(0)]
+        assert cells[:9] == [str(run_id), "Students", "succeeded", "Full", "3", "2", "0", "1", "0"], cells
+        assert cells[10] == "oper"
+        detail = str(manager.query_one("#manager-detail").render())
+        assert "started by tester" in detail and "read 3, added 2, updated 0, skipped 1, errors 0" in detail
+        await pilot.press("enter")
+        await settle(app, pilot)
+        assert isinstance(app.screen, JobSummaryScreen) and app.screen.run_id == run_id
+        assert "Read 3 · added 2" in str(app.screen.query_one("#summary-counts").render())
+        await pilot.press("escape")
+        await settle(app, pilot)
+        await pilot.press("question_mark")
+        await settle(app, pilot)
+        assert isinstance(app.screen, KeyHelpScreen)
+        keys = app.screen.query_one(DataTable)
+        listed = {str(keys.get_row_at(i)[1]) for i in range(keys.row_count)}
+        assert {"Filter by job", "Back"} <= listed
+        await pilot.press("escape", "escape")
+        await settle(app, pilot)
+        assert isinstance(app.screen, JobsScreen)
+    assert patron_where(store, district_id="D1")["last_name"] == "Able"
+    assert patron_where(store, district_id="D3") is None
+    conn = store.connect()
+    try:
+        (run,) = job_runs(conn, "Students")
+    finally:
+        conn.close()
+    assert run["status"] == "succeeded" and run["started_by"] == "operator" and run["mode"] == "full"
+
+
+async def test_sftp_job_by_keyboard_password_masked_and_never_in_the_database(store, tmp_path):
+    _, props = write_files(tmp_path, ROWS)
+    port = closed_port()
+    app = make_app(store.path, operator="tester")
+    async with app.run_test(size=(80, 24)) as pilot:
+        await open_jobs(app, pilot)
+        await pilot.press("a")
+        await settle(app, pilot)
+        form = app.screen
+        await pilot.press(*"Nightly SFTP", "tab", "right", "space")   # source: SFTP
+        await pilot.pause()
+        assert form.query_one("#grp-sftp").display and not form.query_one("#grp-directory").display
+        await pilot.press("tab")
+        assert form.query_one("#job-sftp-url", Input).has_focus
+        await pilot.press(*"ftp://127.0.0.1/in")
+        await pilot.pause()
+        assert "is not an sftp:// URL" in err(form, "sftp_url")
+        await pilot.press("home", "delete", "delete", "delete", *"sftp")
+        await pilot.pause()
+        assert err(form, "sftp_url") == ""
+        await pilot.press("tab", "end", "ctrl+u", *"x99")   # only digits go into the port
+        await pilot.pause()
+        assert form.query_one("#job-sftp-port", Input).value == "99"
+        await pilot.press("end", "ctrl+u", *str(port))
+        await pilot.press("tab", "tab", "tab")   # user name left blank; auth: password
+        assert form.query_one("#job-password", Input).has_focus
+        await pilot.press(*PASSWORD, "tab", *"students.csv", "tab", *str(props))
+        await settle(app, pilot)
+        await pilot.press("ctrl+s")   # refused: the user name is missing, said under it
+        await settle(app, pilot)
+        assert isinstance(app.screen, JobFormScreen)
+        assert "needs the user name" in err(form, "sftp_user")
+        assert form.query_one("#job-sftp-user", Input).has_focus
+        await pilot.press(*"clerk")
+        await pilot.pause()
+        assert err(form, "sftp_user") == ""
+        screen_text = app.export_screenshot()
+        assert PASSWORD not in screen_text and "Pa55" not in screen_text
+        assert "•" * len(PASSWORD) in screen_text.replace("&#160;", " ")
+
+        # Test Server with the typed password: nobody listens there, said as a failed connect
+        await pilot.press("ctrl+t")
+        await wait_until(app, pilot, lambda: isinstance(app.screen, TestServerScreen) and app.screen.report)
+        report = str(app.screen.query_one("#test-report").render())
+        assert "✗ connect" in report and str(port) in report and PASSWORD not in report
+        await pilot.press("escape")
+        await settle(app, pilot)
+        assert app.screen is form
+        await pilot.press("ctrl+s")
+        await settle(app, pilot)
+        assert isinstance(app.screen, JobsScreen)
+        (line,) = job_lines(app)
+        assert "sftp" in line and "not scheduled" in line
+
+        # editing shows that a password is stored, never the password
+        await highlight_job(app, pilot, "Nightly SFTP")
+        await pilot.press("enter")
+        await settle(app, pilot)
+        form = app.screen
+        assert isinstance(form, JobFormScreen)
+        assert form.query_one("#job-password", Input).value == ""
+        assert "A password is stored for this job (not shown)" in str(form.query_one("#hint-password").render())
+        assert form.query_one("#job-sftp-user", Input).value == "clerk"
+        # a changed field makes Esc ask first
+        await pilot.press("end", *"2")
+        await pilot.press("escape")
+        await settle(app, pilot)
+        assert isinstance(app.screen, DiscardScreen)
+        await pilot.press("n")
+        await settle(app, pilot)
+        assert app.screen is form
+        await pilot.press("escape", "y")
+        await settle(app, pilot)
+        assert isinstance(app.screen, JobsScreen)
+    job = saved(store, "Nightly SFTP")
+    assert job.source == "sftp" and job.sftp_user == "clerk" and job.sftp_port == port
+    assert job.sftp_url == "sftp://127.0.0.1/in" and job.file_name == "students.csv"
+    assert default_secret_store(store.path).get("Nightly SFTP").reveal() == PASSWORD
+    for path in store.path.parent.glob(store.path.name + "*"):
+        assert PASSWORD.encode() not in path.read_bytes(), path
+
+
+async def test_delete_asks_for_a_typed_answer_and_names_must_be_unique(store, tmp_path):
+    csv_path, props = write_files(tmp_path, ROWS)
+    add_job(store, "Students", path=csv_path, props=props, schedule="mon-fri=incremental@02:00")
+    add_job(store, "Staff", path=csv_path, props=props)
+    app = make_app(store.path, operator="tester")
+    async with app.run_test(size=(80, 24)) as pilot:
+        await open_jobs(app, pilot)
+        lines = job_lines(app)
+        assert [line.split()[0] for line in lines] == ["Staff", "Students"]
+        assert "Incr" in lines[1] and "not scheduled" in lines[0]
+        # a second job with a taken name: refused, said under the name
+        await pilot.press("a")
+        await settle(app, pilot)
+        form = app.screen
+        await pilot.press(*"Students", "tab", "tab", *str(csv_path), "tab", *str(props))
+        await settle(app, pilot)
+        await pilot.press("ctrl+s")
+        await settle(app, pilot)
+        assert app.screen is form and "already exists" in err(form, "name")
+        await pilot.press("escape", "y")
+        await settle(app, pilot)
+        await highlight_job(app, pilot, "Students")
+        await pilot.press("d")
+        await settle(app, pilot)
+        assert isinstance(app.screen, ConfirmScreen)
+        await pilot.press(*"no", "enter")   # not the answer: nothing is deleted
+        await settle(app, pilot)
+        assert saved(store, "Students") is not None
+        await highlight_job(app, pilot, "Students")
+        await pilot.press("d")
+        await settle(app, pilot)
+        await pilot.press(*"delete", "enter")
+        await settle(app, pilot)
+        assert [line.split()[0] for line in job_lines(app)] == ["Staff"]
+    assert saved(store, "Students") is None and saved(store, "Staff") is not None
+
+
+async def test_large_district_suggests_incremental_on_weekdays(store, tmp_path, monkeypatch):
+    monkeypatch.setattr("patron_tui.ui.screens.job_form.count_patrons", lambda conn: 62_000)
+    app = make_app(store.path, operator="tester")
+    async with app.run_test(size=(80, 24)) as pilot:
+        await open_jobs(app, pilot)
+        await pilot.press("a")
+        await settle(app, pilot)
+        form = app.screen
+        hint = str(form.query_one("#hint-schedule").render())
+        assert "62,000 patrons, over 50,000" in hint and "Incremental on weekdays and Full on weekends" in hint
+        await pilot.press("ctrl+g")
+        await pilot.pause()
+        modes = {d: form.query_one(f"#day-{d}-mode", Select).value for d in ("mon", "fri", "sat", "sun")}
+        assert modes == {"mon": "incremental", "fri": "incremental", "sat": "full", "sun": "full"}
+
+
+async def test_an_operator_who_may_not_manage_district_patrons_is_refused(store, tmp_path):
+    csv_path, props = write_files(tmp_path, ROWS)
+    add_job(store, "Students", path=csv_path, props=props)
+    app = make_app(store.path, operator="clerk")   # no operator row: no permission
+    async with app.run_test(size=(80, 24)) as pilot:
+        await open_jobs(app, pilot)
+        ol = app.screen.query_one("#jobs-list", OptionList)
+        heads = [str(ol.get_option_at_index(i).prompt) for i in range(ol.option_count)]
+        assert any("view only: you may not manage jobs" in h for h in heads)
+        await pilot.press("a")
+        await settle(app, pilot)
+        assert isinstance(app.screen, JobsScreen)
+        assert any("manage patrons for the district" in n.message for n in app._notifications)
+        await highlight_job(app, pilot, "Students")
+        for key in ("enter", "d", "t", "r"):
+            await pilot.press(key)
+            await settle(app, pilot)
+            assert isinstance(app.screen, JobsScreen), key
+        await pilot.press("m")   # the Job Manager is open to everyone
+        await settle(app, pilot)
+        assert isinstance(app.screen, JobManagerScreen)
+    conn = store.connect()
+    try:
+        assert job_runs(conn) == []
+    finally:
+        conn.close()
+    assert saved(store, "Students") is not None
+
+
+async def test_palette_opens_the_job_manager(store):
+    app = make_app(store.path, operator="tester")
+    async with app.run_test(size=(80, 24)) as pilot:
+        await settle(app, pilot)
+        await pilot.press("ctrl+p")
+        await pilot.pause()
+        await pilot.press(*"job manager")
+        await pilot.pause(0.3)
+        await pilot.press("enter")
+        await settle(app, pilot)
+        assert app.current_mode == "jobs" and isinstance(app.screen, JobManagerScreen)
+        assert "No runs yet" in str(app.screen.query_one("#manager-detail").render())
+
+
+THEMES = ["patron-dark", "patron-light", "patron-high-contrast", "patron-mono"]
+
+
+def inside(region, width: int = 80, height: int = 24) -> bool:
+    return region.x >= 0 and region.y >= 0 and region.right <= width and region.bottom <= height
+
+
+@pytest.mark.parametrize("theme", THEMES)
+async def test_jobs_screens_fit_80x24_in_every_theme(store, tmp_path, theme):
+    csv_path, props = write_files(tmp_path, ROWS)
+    add_job(store, "A job with a rather long name for the list", path=csv_path, props=props,
+            schedule="mon=full@02:00")
+    app = make_app(store.path, operator="tester", theme=theme)
+    async with app.run_test(size=(80, 24)) as pilot:
+        await open_jobs(app, pilot)
+        assert inside(app.screen.query_one("#jobs-list").region)
+        await pilot.press("a")
+        await settle(app, pilot)
+        form = app.screen
+        scroll = form.query_one("#form-scroll").region
+        assert inside(scroll) and scroll.height >= 15
+        assert inside(form.query_one("#form-status").region)
+        source = form.query_one("#src-directory")
+        assert "●" in str(source.render()) and "●" not in str(form.query_one("#src-sftp").render())
+        # every field scrolls into view when it gets the focus
+        for _ in range(20):
+            await pilot.press("tab")
+            await pilot.pause()
+            focused = app.focused
+            assert focused is not None and scroll.contains_region(focused.region), focused
+        await pilot.press("escape")
+        await settle(app, pilot)
+        await highlight_job(app, pilot, "A job with a rather long name for the list")
+        await pilot.press("t")
+        await wait_until(app, pilot, lambda: isinstance(app.screen, TestServerScreen) and app.screen.report)
+        assert inside(app.screen.query_one("#test-frame").region)
+        await pilot.press("escape")
+        await settle(app, pilot)
+        await pilot.press("m")
+        await settle(app, pilot)
+        for wid in ("#manager-title", "#manager-job", "#manager-runs", "#manager-detail"):
+            assert inside(app.screen.query_one(wid).region), wid
