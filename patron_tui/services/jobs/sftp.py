@@ -896,17 +896,18 @@ def _fetch_once(job: "Job", secret: "str | Secret | None", dest_dir: Path, known
 
 def fetch_sftp(job: "Job", secret: "str | Secret | None", dest_dir: str | Path, *,
                known_hosts: Any = None, known_hosts_path: Any = None, db_path: Any = None,
-               timeout: float = DEFAULT_TIMEOUT, settle_seconds: float = SETTLE_SECONDS,
+               timeout: float = DEFAULT_TIMEOUT, settle_seconds: float | None = None,
                attempts: int = DEFAULT_ATTEMPTS, backoff: float = DEFAULT_BACKOFF,
                sleep: Callable[[float], None] = time.sleep,
                on_retry: Callable[[SftpError, float], None] | None = None) -> Path:
     """Download the job's file into `dest_dir` (as `<file name>`, via `<file name>.part`) and
-    return its path. Connection errors and stalled transfers are retried `attempts` times with
+    return its path. `settle_seconds` None is SETTLE_SECONDS. Connection errors and stalled transfers are retried `attempts` times with
     exponential backoff; the other SftpErrors (host key, login, missing file, a file still
     changing: `FileChanging`) are raised at once."""
     known = _known_hosts(known_hosts, known_hosts_path, db_path)
     dest = Path(dest_dir)
-    return with_retries(lambda: _fetch_once(job, secret, dest, known, timeout, settle_seconds, sleep),
+    settle = SETTLE_SECONDS if settle_seconds is None else settle_seconds
+    return with_retries(lambda: _fetch_once(job, secret, dest, known, timeout, settle, sleep),
                         attempts=attempts, backoff=backoff, sleep=sleep, on_retry=on_retry)
 
 
