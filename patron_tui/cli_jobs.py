@@ -63,6 +63,29 @@ def _add_job_fields(p: argparse.ArgumentParser) -> None:
     g.add_argument("--delete-previous-runs", action=argparse.BooleanOptionalAction, default=None,
                    help="delete previously run jobs (keep the newest --keep N)")
     g.add_argument("--keep", type=int, metavar="N", help="runs to keep (implies --delete-previous-runs)")
+    r = p.add_argument_group("Inactivation / Deletion (after a Full update; 'off' turns a rule off)")
+    r.add_argument("--records-read-greater-than", type=int, metavar="N",
+                   help="run the rules only when the Full update read more than N records (0-999,999)")
+    r.add_argument("--patron-types", metavar="A,B", help="limit the rules to these patron types ('' = all)")
+    r.add_argument("--access-levels", metavar="A,B", help="... to these access levels ('' = all)")
+    r.add_argument("--personas", metavar="A,B", help="... to these personas ('' = all)")
+    r.add_argument("--inactivate-days", metavar="N|off",
+                   help="inactivate patrons not updated in the past N days")
+    r.add_argument("--set-homeroom-undefined", action=argparse.BooleanOptionalAction, default=None,
+                   help="inactivating also clears the homeroom")
+    r.add_argument("--preface-username", action=argparse.BooleanOptionalAction, default=None,
+                   help='inactivating also prefaces the username with "Inactive-" and removes the password')
+    r.add_argument("--delete-graduated-seniors", action=argparse.BooleanOptionalAction, default=None,
+                   help="delete graduated seniors without transactions at the beginning of the new school year")
+    r.add_argument("--delete-inactive", metavar="DAYS[:no-fines|:fines-below=AMOUNT|:regardless]|off",
+                   help="delete patrons inactive for DAYS with no checkouts and no fines (default), no "
+                   "checkouts and fines below AMOUNT, or regardless of checkouts and fines")
+    r.add_argument("--delete-outstanding", metavar="inactive-days=N|grad-years=N|age=N|off",
+                   help="delete patrons with outstanding transactions where ... (N 0-99; needs "
+                   "--allow-delete-outstanding)")
+    r.add_argument("--min-percent-of-previous", metavar="P|off",
+                   help="also skip the rules when the Full file holds fewer than P%% of the records the "
+                   "job's previous Full update read (recommended: 90)")
     g.add_argument("--password-stdin", action="store_true",
                    help="SFTP: read the password (or key passphrase) from the first line of standard input")
     g.add_argument("--password", action="store_true",
@@ -70,7 +93,7 @@ def _add_job_fields(p: argparse.ArgumentParser) -> None:
 
 
 def register(sub) -> None:
-    jobs = sub.add_parser("jobs", help="scheduled patron updates: list, show, add, edit, delete, run, test",
+    jobs = sub.add_parser("jobs", help="scheduled patron updates: list, show, add, edit, delete, run, test, preview",
                           description="Scheduled patron update jobs. Adding, editing, deleting and running "
                           "need the 'manage patrons for the district' permission (or security level 0).")
     jsub = jobs.add_subparsers(dest="jobs_command", metavar="ACTION", required=True)
@@ -98,6 +121,11 @@ def register(sub) -> None:
     p.add_argument("name", metavar="NAME")
     p.add_argument("--mode", choices=("full", "incremental"), default="full", help="default full")
     p.add_argument("--json", action="store_true", help="print the run's summary as one JSON object")
+    p = jsub.add_parser("preview", help="how many patrons each inactivation/deletion rule would take today")
+    _add_db(p)
+    p.add_argument("name", metavar="NAME")
+    p.add_argument("--date", metavar="YYYY-MM-DD", help="as of this day (default today)")
+    p.add_argument("--json", action="store_true")
     p = jsub.add_parser("test", help="test a job's source and properties file (Test Server)")
     _add_db(p)
     p.add_argument("name", metavar="NAME")
@@ -175,7 +203,8 @@ def main_jobs(db_path: Path, args: argparse.Namespace) -> int:
         if args.command == "run-due":
             return _cmd_run_due(db_path, args)
         return {"list": _cmd_list, "show": _cmd_show, "add": _cmd_add, "edit": _cmd_edit,
-                "delete": _cmd_delete, "run": _cmd_run, "test": _cmd_test}[args.jobs_command](db_path, args)
+                "delete": _cmd_delete, "run": _cmd_run, "test": _cmd_test,
+                "preview": _cmd_preview}[args.jobs_command](db_path, args)
     except _Refused as exc:
         return _fail(str(exc))
 
@@ -262,7 +291,71 @@ def _merge_fields(base: dict[str, Any], args: argparse.Namespace, where: str) ->
     if opts.get("delete_previous_runs") is False:
         opts["keep_runs"] = None
     fields["options"] = opts
+    fields["inactivation"] = _merge_rules(_dump(fields.get("inactivation")), args)
     return fields
+
+
+def _off(text: str) -> bool:
+    return text.strip().lower() in ("off", "none", "no", "")
+
+
+def _merge_rules(rules: dict[str, Any], args: argparse.Namespace) -> dict[str, Any]:
+    """The job's Inactivation / Deletion fields with the rule options given applied."""
+    def number(text: str, flag: str) -> int:
+        try:
+            return int(text.replace(",", "").replace("_", ""))
+        except ValueError:
+            raise _Refused(f"{flag}: {text!r} is not a whole number") from None
+
+    if args.records_read_greater_than is not None:
+        rules["records_read_greater_than"] = args.records_read_greater_than
+    for dest in ("patron_types", "access_levels", "personas"):
+        value = getattr(args, dest)
+        if value is not None:
+            rules[dest] = [x.strip() for x in value.split(",") if x.strip()]
+    for dest in ("set_homeroom_undefined", "preface_username", "delete_graduated_seniors"):
+        if getattr(args, dest) is not None:
+            rules[dest] = getattr(args, dest)
+    if args.inactivate_days is not None:
+        rules["inactivate_days"] = None if _off(args.inactivate_days) else number(args.inactivate_days,
+                                                                                   "--inactivate-days")
+    if args.min_percent_of_previous is not None:
+        text = args.min_percent_of_previous.rstrip("%")
+        rules["min_percent_of_previous"] = None if _off(text) else number(text, "--min-percent-of-previous")
+    if args.delete_inactive is not None:
+        spec = args.delete_inactive
+        if _off(spec):
+            rules["delete_inactive"] = None
+        else:
+            days, _, how = spec.partition(":")
+            rule: dict[str, Any] = {"days": number(days, "--delete-inactive")}
+            how = how.strip().lower()
+            if how in ("", "no-fines", "no_checkouts_no_fines"):
+                rule["condition"] = "no_checkouts_no_fines"
+            elif how == "regardless":
+                rule["condition"] = "regardless"
+            elif how.startswith("fines-below="):
+                amount = how.split("=", 1)[1].lstrip("$")
+                try:
+                    cents = round(float(amount) * 100)
+                except ValueError:
+                    raise _Refused(f"--delete-inactive: {amount!r} is not an amount (e.g. 5.00)") from None
+                rule.update(condition="fines_below", fine_below_cents=cents)
+            else:
+                raise _Refused(f"--delete-inactive: {how!r}: write DAYS, DAYS:no-fines, "
+                               "DAYS:fines-below=AMOUNT or DAYS:regardless")
+            rules["delete_inactive"] = rule
+    if args.delete_outstanding is not None:
+        spec = args.delete_outstanding.strip().lower()
+        if _off(spec):
+            rules["delete_outstanding"] = None
+        else:
+            by, _, value = spec.partition("=")
+            by = by.replace("-", "_")
+            if by not in ("inactive_days", "grad_years", "age") or not value:
+                raise _Refused(f"--delete-outstanding: {spec!r}: write inactive-days=N, grad-years=N or age=N")
+            rules["delete_outstanding"] = {"by": by, "value": number(value, "--delete-outstanding")}
+    return rules
 
 
 def _dump(value: Any) -> dict[str, Any]:
@@ -393,6 +486,70 @@ def _cmd_show(db_path: Path, args: argparse.Namespace) -> int:
           f"summary errors and warnings only: {'yes' if o.summary_errors_only else 'no'}; "
           f"delete previous runs: {('keep ' + str(o.keep_runs or 0)) if o.delete_previous_runs else 'no'}")
     print(f"next run   {nxt[0]:%a %Y-%m-%d %H:%M %Z} ({nxt[1]})" if nxt else "next run   not scheduled")
+    for line in _rules_lines(job):
+        print(line)
+    return 0
+
+
+def _rules_lines(job) -> list[str]:
+    from patron_tui.textsafe import visible
+
+    r = job.inactivation
+    if not r.any_rule:
+        return ["inactivation/deletion  none"]
+    out = [f"inactivation/deletion  after a Full update that read more than {r.records_read_greater_than:,} records"]
+    scope = [f"{label} {', '.join(map(visible, values))}" for label, values in
+             (("patron types", r.patron_types), ("access levels", r.access_levels), ("personas", r.personas))
+             if values]
+    out.append(f"  limited to     {'; '.join(scope) if scope else 'every patron (protected ones never)'}")
+    if r.min_percent_of_previous:
+        out.append(f"  also needs     {r.min_percent_of_previous}% of the previous Full update's records")
+    if r.inactivate_days is not None:
+        extra = [x for x, on in (("homeroom cleared", r.set_homeroom_undefined),
+                                 ('username prefaced "Inactive-", password removed', r.preface_username)) if on]
+        out.append(f"  inactivate     not updated in the past {r.inactivate_days} days"
+                   + (f" ({'; '.join(extra)})" if extra else ""))
+    if r.delete_graduated_seniors:
+        out.append("  delete         graduated seniors without transactions at the start of the school year")
+    if r.delete_inactive is not None:
+        d = r.delete_inactive
+        how = {"no_checkouts_no_fines": "with no checkouts and no fines",
+               "fines_below": f"with no checkouts and fines below {(d.fine_below_cents or 0) / 100:.2f}",
+               "regardless": "regardless of checkouts and fines"}[d.condition]
+        out.append(f"  delete         inactive for {d.days} days {how}")
+    if r.delete_outstanding is not None:
+        o = r.delete_outstanding
+        how = {"inactive_days": f"inactive for {o.value} days", "grad_years": f"graduated {o.value} years ago",
+               "age": f"aged {o.value}"}[o.by]
+        out.append(f"  delete         with outstanding transactions where {how}"
+                   + ("" if job.options.allow_delete_outstanding else " (not allowed by the job's options: kept)"))
+    return out
+
+
+def _cmd_preview(db_path: Path, args: argparse.Namespace) -> int:
+    """How many patrons each of the job's rules would take today."""
+    from patron_tui.services.inactivation import RULE_NAMES, preview
+
+    _, conn = _open(db_path)
+    job = _job_or_fail(conn, args.name)
+    try:
+        today = datetime.strptime(args.date, "%Y-%m-%d").date() if args.date else datetime.now().date()
+    except ValueError:
+        raise _Refused(f"--date: {args.date!r} is not YYYY-MM-DD") from None
+    counts = preview(conn, job.inactivation, today, allow_outstanding=job.options.allow_delete_outstanding)
+    if args.json:
+        print(json.dumps({"job": job.name, "date": today.isoformat(), "rules": counts}, indent=2))
+        return 0
+    if not counts:
+        print(f"job {job.name!r} has no inactivation or deletion rule")
+        return 0
+    print(f"job {job.name!r}, as of {today.isoformat()} (before tonight's file):")
+    r = job.inactivation
+    for rule, c in counts.items():
+        n = r.inactivate_days if rule == "inactivate" else r.delete_inactive.days if rule == "delete_inactive" \
+            and r.delete_inactive else ""
+        parts = [f"{v:,} {k.replace('_', ' ')}" for k, v in c.items() if v or k != "kept_back"]
+        print(f"  {RULE_NAMES[rule].format(n=n):58} {', '.join(parts)}")
     return 0
 
 
