@@ -71,6 +71,18 @@ def ssh_keygen_fingerprint(pub: Path) -> str:
     return out.split()[1]
 
 
+def _account_tool(argv: list[str], stdin: str | None = None, tries: int = 50) -> None:
+    """useradd / chpasswd / userdel, again while another test process holds /etc/passwd's
+    lock (two xdist workers start their servers at the same moment)."""
+    for n in range(tries):
+        done = subprocess.run(argv, input=stdin if stdin is not None else "", text=True, capture_output=True)
+        if done.returncode == 0:
+            return
+        if "lock" not in (done.stderr or "").lower() or n == tries - 1:
+            raise RuntimeError(f"{argv[0]} failed ({done.returncode}): {done.stderr.strip()}")
+        time.sleep(0.1)
+
+
 def _descendants(root: int) -> list[int]:
     children: dict[int, list[int]] = {}
     for entry in os.listdir("/proc"):
@@ -151,12 +163,11 @@ class SshServer:
     def _create_user(self) -> None:
         name = f"ptui{os.getpid() % 100000}{secrets.token_hex(2)}"
         password = "Sftp-" + secrets.token_urlsafe(12)
-        subprocess.run(["useradd", "--no-create-home", "--home-dir", str(self.public),
-                        "--shell", "/bin/sh", "--no-user-group", name],
-                       check=True, capture_output=True, stdin=subprocess.DEVNULL)
+        _account_tool(["useradd", "--no-create-home", "--home-dir", str(self.public),
+                       "--shell", "/bin/sh", "--no-user-group", name])
         self._created_user = True
         self.password_user = name
-        subprocess.run(["chpasswd"], input=f"{name}:{password}\n", text=True, check=True, capture_output=True)
+        _account_tool(["chpasswd"], stdin=f"{name}:{password}\n")
         self.password = password
 
     def _config(self, port: int, extra: str = "") -> Path:
@@ -245,7 +256,8 @@ Subsystem sftp internal-sftp
     def stop(self) -> None:
         self._kill()
         if self._created_user and self.password_user:
-            subprocess.run(["userdel", "--force", self.password_user], capture_output=True)
+            with contextlib.suppress(RuntimeError):
+                _account_tool(["userdel", "--force", self.password_user])
             self._created_user = False
         shutil.rmtree(self.public, ignore_errors=True)
 
