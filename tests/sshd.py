@@ -9,7 +9,8 @@ protected by a passphrase —, `PasswordAuthentication yes`, `Subsystem sftp int
 * Key login is as the user running the tests (sshd not run as root can only log that user in).
 * Password login needs a real account with a password sshd can check: as root, a throwaway
   account `ptui<pid><hex>` is created with `useradd` + `chpasswd` (home = the public folder) and
-  removed with `userdel` at `stop()`. Not as root, `password_user` is None.
+  removed with `userdel` at `stop()` (one left by a killed test process — its comment names
+  the pid — is removed by the next start). Not as root, `password_user` is None.
 * `public` is a folder every user can read (0755, under /tmp): put the files to serve there.
 
 What it needs: the Debian package `openssh-server` (/usr/sbin/sshd; `make test` installs it
@@ -35,6 +36,7 @@ from typing import Iterator
 SSHD = Path("/usr/sbin/sshd")
 PACKAGE = "openssh-server"
 REQUIRE_ENV = "PATRON_TUI_REQUIRE_SSHD"
+ACCOUNT_MARK = "patron-tui test sshd pid="   # the throwaway accounts' comment field
 
 
 def missing_reason() -> str | None:
@@ -81,6 +83,23 @@ def _account_tool(argv: list[str], stdin: str | None = None, tries: int = 50) ->
         if "lock" not in (done.stderr or "").lower() or n == tries - 1:
             raise RuntimeError(f"{argv[0]} failed ({done.returncode}): {done.stderr.strip()}")
         time.sleep(0.1)
+
+
+def _remove_stale_accounts() -> None:
+    """Throwaway accounts left by a test process that was killed (its pid is gone)."""
+    for entry in pwd.getpwall():
+        if not entry.pw_gecos.startswith(ACCOUNT_MARK):
+            continue
+        try:
+            pid = int(entry.pw_gecos[len(ACCOUNT_MARK):])
+            os.kill(pid, 0)
+            continue   # its process still runs
+        except ProcessLookupError:
+            pass
+        except (ValueError, PermissionError):
+            continue
+        with contextlib.suppress(RuntimeError):
+            _account_tool(["userdel", "--force", entry.pw_name])
 
 
 def _descendants(root: int) -> list[int]:
@@ -163,7 +182,9 @@ class SshServer:
     def _create_user(self) -> None:
         name = f"ptui{os.getpid() % 100000}{secrets.token_hex(2)}"
         password = "Sftp-" + secrets.token_urlsafe(12)
+        _remove_stale_accounts()
         _account_tool(["useradd", "--no-create-home", "--home-dir", str(self.public),
+                       "--comment", f"{ACCOUNT_MARK}{os.getpid()}",
                        "--shell", "/bin/sh", "--no-user-group", name])
         self._created_user = True
         self.password_user = name
