@@ -130,6 +130,9 @@ def register(sub) -> None:
     _add_db(p)
     p.add_argument("name", metavar="NAME")
     p.add_argument("--timeout", type=float, default=None, metavar="S", help="SFTP connect timeout")
+    p.add_argument("--accept", metavar="SHA256:...",
+                   help="accept the SFTP server's host key first, if it still has this fingerprint "
+                   "(the one a previous `jobs test` showed; compare it with the server's administrator's)")
     p.add_argument("--json", action="store_true")
 
     runs = sub.add_parser("runs", help="list the runs of scheduled jobs (newest first)")
@@ -663,6 +666,17 @@ def _cmd_test(db_path: Path, args: argparse.Namespace) -> int:
     store, conn = _open(db_path)
     job = _job_or_fail(conn, args.name)
     kw = {"timeout": args.timeout} if args.timeout and job.source == "sftp" else {}
+    if args.accept:
+        if job.source != "sftp":
+            raise _Refused("--accept: only SFTP jobs have a host key")
+        _require(conn, store)
+        from patron_tui.services.jobs.sftp import SftpError, accept_host_key
+
+        try:
+            accepted = accept_host_key(job, args.accept, db_path=store.path, **kw)
+        except SftpError as exc:
+            raise _Refused(str(exc)) from None
+        print(f"host key {accepted} of {job.sftp_host}:{job.sftp_port} accepted")
     report = test_job(job, store.path, properties=True, **kw)
     if args.json:
         print(json.dumps(report.as_dict(), indent=2, ensure_ascii=False))

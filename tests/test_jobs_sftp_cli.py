@@ -9,7 +9,6 @@ import json
 import uuid
 from pathlib import Path
 
-import paramiko
 
 from patron_tui.cli import main
 from patron_tui.services.jobs import sftp as sftp_mod
@@ -46,9 +45,14 @@ def test_jobs_add_test_and_run_over_sftp(sshd_password: SshServer, tmp_path: Pat
     assert report["fingerprint"] == expected
     assert [(c["step"], c["ok"]) for c in report["checks"][:2]] == [("connect", True), ("host key", False)]
 
-    KnownHosts(known_hosts_path(db)).accept(srv.host, srv.port, paramiko.PKey.from_path(srv.host_key))
-    assert main(["jobs", "test", "Students", "--db", db]) == 0
+    # accepting another fingerprint than the server shows accepts nothing
+    assert main(["jobs", "test", "Students", "--db", db, "--accept", "SHA256:not-the-key"]) == 2
+    assert "nothing was accepted" in capsys.readouterr().err
+    assert not KnownHosts(known_hosts_path(db)).keys(srv.host, srv.port)
+    # the operator accepts the fingerprint Test Server showed
+    assert main(["jobs", "test", "Students", "--db", db, "--accept", expected]) == 0
     out = capsys.readouterr().out
+    assert f"host key {expected} of {srv.host}:{srv.port} accepted" in out
     assert f"host key   {expected}" in out and "students.csv is there" in out
 
     assert main(["jobs", "run", "Students", "--db", db, "--json"]) == 0
