@@ -48,14 +48,14 @@ async def settle(app, pilot, rounds: int = 3):
     await pilot.pause()
 
 
-async def wait_until(app, pilot, condition, *, limit: int = 400):
+async def wait_until(app, pilot, condition, *, limit: int = 400, why=lambda: ""):
     """Let the app work until `condition()` holds (bounded by rounds, not a clock)."""
     for _ in range(limit):
         if condition():
             return
         await pilot.pause(0.05)
         await app.workers.wait_for_complete()
-    assert condition()
+    assert condition(), why()
 
 
 async def open_jobs(app, pilot):
@@ -435,3 +435,98 @@ async def test_jobs_screens_fit_80x24_in_every_theme(store, tmp_path, theme):
         await settle(app, pilot)
         for wid in ("#manager-title", "#manager-job", "#manager-runs", "#manager-detail"):
             assert inside(app.screen.query_one(wid).region), wid
+
+
+async def test_editing_keeps_what_the_form_does_not_show(store, tmp_path):
+    from patron_tui.services.inactivation import InactivationRules
+
+    csv_path, props = write_files(tmp_path, ROWS)
+    rules = InactivationRules(records_read_greater_than=10, inactivate_days=30)
+    add_job(store, "Students", path=csv_path, props=props, inactivation=rules,
+            options={"delete_previous_runs": True, "keep_runs": 5})
+    app = make_app(store.path, operator="tester")
+    async with app.run_test(size=(80, 24)) as pilot:
+        await open_jobs(app, pilot)
+        await highlight_job(app, pilot, "Students")
+        await pilot.press("enter")
+        await settle(app, pilot)
+        form = app.screen
+        assert isinstance(form, JobFormScreen) and form.query_one("#opt-keep-runs", Input).value == "5"
+        form.query_one("#day-sat-time", Input).focus()
+        await pilot.press("end", "ctrl+u", *"6:15")
+        await pilot.pause()
+        assert err(form, "schedule-sat") == ""
+        form.query_one("#opt-keep-runs", Input).focus()
+        await pilot.press("end", "ctrl+u", *"12")
+        await pilot.press("ctrl+s")
+        await settle(app, pilot)
+        assert isinstance(app.screen, JobsScreen)
+    job = saved(store, "Students")
+    assert job.inactivation == rules
+    assert job.options.keep_runs == 12 and job.schedule.sat.time == "06:15"
+
+
+async def test_sftp_job_end_to_end_host_key_accepted_run_and_summary(sshd_password, store, tmp_path, monkeypatch):
+    import uuid
+
+    from tests.jobs_helpers import HEADER
+    from tests.sshd import ssh_keygen_fingerprint
+
+    srv = sshd_password
+    folder = "ui" + uuid.uuid4().hex[:8]
+    srv.serve(f"{folder}/students.csv", HEADER + "".join(r + "\n" for r in ROWS))
+    _, props = write_files(tmp_path, ROWS)
+    monkeypatch.setattr(JobRunScreen, "SFTP_OPTIONS", {"settle_seconds": 0, "timeout": 10.0, "attempts": 1})
+    app = make_app(store.path, operator="tester")
+    async with app.run_test(size=(80, 24)) as pilot:
+        await open_jobs(app, pilot)
+        await pilot.press("a")
+        await settle(app, pilot)
+        form = app.screen
+        await pilot.press(*"District SFTP", "tab", "right", "space", "tab", *srv.sftp_url(folder))
+        await pilot.press("tab", "end", "ctrl+u", *str(srv.port), "tab", *srv.password_user, "tab", "tab")
+        assert form.query_one("#job-password", Input).has_focus
+        await pilot.press(*srv.password, "tab", *"students.csv", "tab", *str(props))
+        await settle(app, pilot)
+        assert not [w.id for w in form.query(".field-error.-shown")]
+
+        # Test Server: the host key is unknown; its fingerprint is shown; a + "accept" takes it
+        await pilot.press("ctrl+t")
+        await wait_until(app, pilot, lambda: isinstance(app.screen, TestServerScreen) and app.screen.report)
+        dialog = app.screen
+        report = str(dialog.query_one("#test-report").render())
+        assert "✓ connect" in report and "✗ host key" in report
+        fingerprint = ssh_keygen_fingerprint(srv.host_pub)
+        assert dialog.unknown_fingerprint == fingerprint
+        assert fingerprint in str(dialog.query_one("#test-fingerprint").render())
+        await pilot.press("a")
+        await settle(app, pilot)
+        assert isinstance(app.screen, ConfirmScreen)
+        await pilot.press(*"accept", "enter")
+        await wait_until(app, pilot, lambda: dialog.report.ok,
+                         why=lambda: (str(dialog.query_one("#test-report").render()),
+                                      [n.message for n in app._notifications]))
+        report = str(dialog.query_one("#test-report").render())
+        assert "✓ host key" in report and "✓ login" in report and "✓ file" in report and "✗" not in report
+        assert srv.password not in report
+        await pilot.press("escape")
+        await settle(app, pilot)
+        await pilot.press("ctrl+s")
+        await settle(app, pilot)
+        assert isinstance(app.screen, JobsScreen)
+
+        await highlight_job(app, pilot, "District SFTP")
+        await pilot.press("r", "f")
+        await wait_until(app, pilot, lambda: isinstance(app.screen, JobSummaryScreen))
+        await settle(app, pilot)
+        counts = str(app.screen.query_one("#summary-counts").render())
+        assert "Read 3 · added 2 · updated 0 · unchanged 0 · skipped 1" in counts, counts
+        await pilot.press("escape", "escape")
+        await settle(app, pilot)
+        await pilot.press("m")
+        await settle(app, pilot)
+        table = app.screen.query_one("#manager-runs", DataTable)
+        cells = [str(c) for c in table.get_row_at(0)]
+        assert cells[1:5] == ["District SFTP", "succeeded", "Full", "3"], cells
+    for path in store.path.parent.glob(store.path.name + "*"):
+        assert srv.password.encode() not in path.read_bytes(), path

@@ -192,6 +192,7 @@ class JobFormScreen(Screen["Job | None"]):
         self.touched: set[str] = set()
         self.submitted = False
         self.errors: dict[str, str] = {}
+        self._shown_errors: dict[str, str] = {}
         self.initial: dict | None = None
         self.patron_count: int | None = None
         self.has_secret = has_secret
@@ -370,6 +371,9 @@ class JobFormScreen(Screen["Job | None"]):
                 "keep_runs": (int(keep) if keep.isdigit() else keep) if keep else None,
             },
         }
+        if self.job is not None:
+            # what this form does not edit (the Inactivation / Deletion rules, ...) is kept as it is
+            data.update({k: getattr(self.job, k) for k in Job.model_fields if k not in data})
         return data
 
     @property
@@ -393,8 +397,11 @@ class JobFormScreen(Screen["Job | None"]):
             key = (widget.id or "").removeprefix("err-")
             message = self.errors.get(key, "")
             shown = bool(message) and (self.submitted or key in self.touched or key == "form")
-            widget.update(Content(visible(message) if shown else ""))
-            widget.set_class(shown, "-shown")
+            text = visible(message) if shown else ""
+            if self._shown_errors.get(key) != text:   # touch only what changed: this runs per keystroke
+                self._shown_errors[key] = text
+                widget.update(Content(text))
+                widget.set_class(shown, "-shown")
         return job
 
     def _touch(self, widget_id: str | None) -> None:

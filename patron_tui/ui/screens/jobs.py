@@ -335,6 +335,9 @@ class JobRunScreen(Screen[None]):
     JobRunScreen LogPane { height: 1fr; min-height: 4; }
     """
 
+    #: passed on to the SFTP download (settle_seconds, timeout, attempts); tests shorten them
+    SFTP_OPTIONS: dict[str, Any] = {}
+
     def __init__(self, job, mode: str) -> None:
         super().__init__()
         self.job = job
@@ -379,10 +382,10 @@ class JobRunScreen(Screen[None]):
             self.app.call_from_thread(self._refused, text)
             return
         job, mode = self.job, self.mode
-        db_path = store.path
+        sftp_options = {**self.SFTP_OPTIONS, "db_path": store.path}
         handle = engine.start(
             JOB_KIND, job_title(job, mode),
-            lambda ctx: run_job(ctx, job.name, mode, sftp_options={"db_path": db_path}),
+            lambda ctx: run_job(ctx, job.name, mode, sftp_options=dict(sftp_options)),
             job_id=job.id, mode=mode, started_by="operator", params=job_params(job, mode),
         )
         self.app.call_from_thread(self._started, handle)
