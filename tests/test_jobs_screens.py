@@ -169,6 +169,7 @@ async def test_directory_job_by_keyboard_test_run_and_job_manager(store, tmp_pat
         run_id = app.screen.run_id
         counts = str(app.screen.query_one("#summary-counts").render())
         assert "Read 3 · added 2 · updated 0 · unchanged 0 · skipped 1" in counts and "full" in counts, counts
+        assert f"Source {csv_path}" in counts and "patron-job-" not in counts   # not the staging copy
         await pilot.press("escape")
         await settle(app, pilot)
         assert isinstance(app.screen, JobRunScreen)

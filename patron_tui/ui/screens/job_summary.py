@@ -232,13 +232,15 @@ class JobSummaryScreen(Screen[None]):
             f"Job summary of run {run['id']}: {visible(run['title'])} — {visible(status)}"))
         mode = s.get("mode") or run.get("mode") or "?"
         dry = " · dry run: nothing was changed" if s.get("dry_run", params.get("dry_run")) else ""
+        source = s.get("source") or params.get("source")
+        # a job's file was fetched into a staging folder that is gone by now: name its source
+        where = f"Source {visible(source)}" if source else f"File {visible(s.get('file') or params.get('file') or '?')}"
         counts = (
             f"Read {s.get('read', 0):,} · added {s.get('added', 0):,} · updated {s.get('updated', 0):,} · "
             f"unchanged {s.get('unchanged', 0):,} · skipped {s.get('skipped', 0):,}\n"
             f"Errors {s.get('errors', 0):,} · warnings {s.get('warnings', 0):,} · "
             f"conflicts {s.get('conflicts', 0):,} · {mode} · {s.get('duration_s', 0)} s{dry}\n"
-            f"File {visible(s.get('file') or params.get('file') or '?')} · encoding "
-            f"{visible(s.get('encoding') or params.get('encoding') or 'from the properties file')}"
+            f"{where} · encoding {visible(s.get('encoding') or params.get('encoding') or 'from the properties file')}"
         )
         self.query_one("#summary-counts", Static).update(Content(counts))
         self.apply_filter()
