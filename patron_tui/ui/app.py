@@ -165,7 +165,15 @@ class PatronApp(App[int]):
             return
         keys: list[tuple[str, str]] = []
         seen: set[str] = set()
-        for key, active in self.screen.active_bindings.items():
+        # the screen's own footer keys first, then the focused widget's, then the rest
+        def rank(item) -> int:
+            node, binding = item[1].node, item[1].binding
+            if node is self.screen:
+                return 0 if binding.show else 2
+            return 3 if node is self else 1
+
+        ranked = sorted(self.screen.active_bindings.items(), key=rank)
+        for key, active in ranked:
             binding = active.binding
             if not binding.description or binding.description in seen and binding.action.startswith("section"):
                 continue

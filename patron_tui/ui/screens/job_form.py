@@ -281,6 +281,11 @@ class JobFormScreen(Screen["Job | None"]):
                                              placeholder="blank: keep only the newest", id="opt-keep-runs",
                                              compact=True, restrict=r"[0-9]*", max_length=4))
             yield _error("options")
+            rules = getattr(job, "inactivation", None) if self.job is not None else None
+            if rules is not None and getattr(rules, "any_rule", False):
+                yield Static(Content("Inactivation / Deletion rules are set for this job; this form keeps them "
+                                     "as they are (change them with patron-tui jobs edit)."),
+                             id="hint-inactivation", classes="field-hint")
             yield _error("form")
             with Horizontal(id="form-buttons"):
                 yield Button(Content("Save"), id="form-save", compact=True)
