@@ -380,7 +380,7 @@ async def test_an_operator_who_may_not_manage_district_patrons_is_refused(store,
     assert saved(store, "Students") is not None
 
 
-async def test_palette_opens_the_job_manager(store):
+async def test_palette_opens_the_job_manager_and_the_job_form(store):
     app = make_app(store.path, operator="tester")
     async with app.run_test(size=(80, 24)) as pilot:
         await settle(app, pilot)
@@ -392,6 +392,15 @@ async def test_palette_opens_the_job_manager(store):
         await settle(app, pilot)
         assert app.current_mode == "jobs" and isinstance(app.screen, JobManagerScreen)
         assert "No runs yet" in str(app.screen.query_one("#manager-detail").render())
+        await pilot.press("escape")
+        await settle(app, pilot)
+        await pilot.press("ctrl+p")
+        await pilot.pause()
+        await pilot.press(*"add a scheduled job")
+        await pilot.pause(0.3)
+        await pilot.press("enter")
+        await settle(app, pilot)
+        assert isinstance(app.screen, JobFormScreen) and app.screen.query_one("#job-name", Input).has_focus
 
 
 THEMES = ["patron-dark", "patron-light", "patron-high-contrast", "patron-mono"]
@@ -532,3 +541,25 @@ async def test_sftp_job_end_to_end_host_key_accepted_run_and_summary(sshd_passwo
         assert cells[1:5] == ["District SFTP", "succeeded", "Full", "3"], cells
     for path in store.path.parent.glob(store.path.name + "*"):
         assert srv.password.encode() not in path.read_bytes(), path
+
+
+async def test_a_failed_run_says_why_in_the_summary_list_and_job_manager(store, tmp_path):
+    _, props = write_files(tmp_path, ROWS)
+    add_job(store, "Missing", path=tmp_path / "sis" / "gone.csv", props=props)
+    app = make_app(store.path, operator="tester")
+    async with app.run_test(size=(80, 24)) as pilot:
+        await open_jobs(app, pilot)
+        await highlight_job(app, pilot, "Missing")
+        await pilot.press("r", "i")
+        await wait_until(app, pilot, lambda: isinstance(app.screen, JobSummaryScreen))
+        await settle(app, pilot)
+        title = str(app.screen.query_one("#summary-title").render())
+        assert "failed" in title and "gone.csv" in title and "no such file" in title, title
+        await pilot.press("escape", "escape")
+        await settle(app, pilot)
+        assert "failed" in job_lines(app)[0]
+        await pilot.press("m")
+        await settle(app, pilot)
+        cells = [str(c) for c in app.screen.query_one("#manager-runs", DataTable).get_row_at(0)]
+        assert cells[1:4] == ["Missing", "failed", "Incr"]
+        assert "no such file" in str(app.screen.query_one("#manager-detail").render())

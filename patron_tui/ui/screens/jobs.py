@@ -144,6 +144,13 @@ class JobsScreen(SectionScreen):
     def on_mount(self) -> None:
         self.query_one("#jobs-list", OptionList).focus()
         self.action_refresh()
+        self.set_interval(2.0, self._refresh_if_active)
+
+    def _refresh_if_active(self) -> None:
+        # a run queued or running (here, from the CLI or by the scheduler) shows its outcome when it ends
+        if self.app.screen is self and any(r["last"] and r["last"]["status"] in ("queued", "running")
+                                           for r in self.rows):
+            self.action_refresh()
 
     def on_screen_resume(self) -> None:
         super().on_screen_resume()
