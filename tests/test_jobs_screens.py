@@ -563,3 +563,47 @@ async def test_a_failed_run_says_why_in_the_summary_list_and_job_manager(store, 
         cells = [str(c) for c in app.screen.query_one("#manager-runs", DataTable).get_row_at(0)]
         assert cells[1:4] == ["Missing", "failed", "Incr"]
         assert "no such file" in str(app.screen.query_one("#manager-detail").render())
+
+
+async def test_job_manager_shows_scheduler_runs_and_missed_slots(store, tmp_path):
+    from datetime import datetime, timedelta, timezone
+
+    from patron_tui.services.jobs import next_run, run_due
+
+    csv_path, props = write_files(tmp_path, ROWS)
+    job = add_job(store, "Students", path=csv_path, props=props, schedule="mon-sun=full@02:00")
+    slot, _ = next_run(job, datetime.now(timezone.utc) + timedelta(days=2))
+    results = run_due(store, now=slot.astimezone(timezone.utc) + timedelta(minutes=1))
+    add_job(store, "Staff", path=csv_path, props=props)
+    assert [r["action"] for r in results][-1] == "run" and "missed" in [r["action"] for r in results]
+    app = make_app(store.path, operator="tester")
+    async with app.run_test(size=(80, 24)) as pilot:
+        await open_jobs(app, pilot)
+        await pilot.press("m")
+        await settle(app, pilot)
+        table = app.screen.query_one("#manager-runs", DataTable)
+        rows = [[str(c) for c in table.get_row_at(i)] for i in range(table.row_count)]
+        assert len(rows) == len(results)
+        assert rows[0][2:5] == ["succeeded", "Full", "3"] and rows[0][10] == "sched"
+        assert {r[2] for r in rows[1:]} == {"missed"} and {r[10] for r in rows[1:]} == {"sched"}
+        assert "started by the scheduler" in str(app.screen.query_one("#manager-detail").render())
+        await pilot.press("down")
+        await pilot.pause()
+        detail = str(app.screen.query_one("#manager-detail").render())
+        assert "missed" in detail and "scheduled for" in detail
+        # f: only one job's runs
+        await pilot.press("f")
+        await pilot.pause()
+        assert app.screen.query_one("#manager-job", Select).has_focus
+        await pilot.press("enter")
+        await pilot.pause()
+        await pilot.press("down", "enter")   # All jobs, Staff, Students
+        await settle(app, pilot)
+        assert table.has_focus and table.row_count == 0
+        assert "0 runs of job Staff" in str(app.screen.query_one("#manager-title").render())
+        await pilot.press("f", "enter")
+        await pilot.pause()
+        await pilot.press("down", "enter")
+        await settle(app, pilot)
+        assert table.row_count == len(results)
+        assert f"{len(results)} runs of job Students" in str(app.screen.query_one("#manager-title").render())
