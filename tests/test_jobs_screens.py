@@ -302,6 +302,7 @@ async def test_delete_asks_for_a_typed_answer_and_names_must_be_unique(store, tm
     csv_path, props = write_files(tmp_path, ROWS)
     add_job(store, "Students", path=csv_path, props=props, schedule="mon-fri=incremental@02:00")
     add_job(store, "Staff", path=csv_path, props=props)
+    default_secret_store(store.path).set("Students", "left-over")   # from when it was an SFTP job
     app = make_app(store.path, operator="tester")
     async with app.run_test(size=(80, 24)) as pilot:
         await open_jobs(app, pilot)
@@ -333,6 +334,7 @@ async def test_delete_asks_for_a_typed_answer_and_names_must_be_unique(store, tm
         await settle(app, pilot)
         assert [line.split()[0] for line in job_lines(app)] == ["Staff"]
     assert saved(store, "Students") is None and saved(store, "Staff") is not None
+    assert default_secret_store(store.path).get("Students") is None   # its secret went with it
 
 
 async def test_large_district_suggests_incremental_on_weekdays(store, tmp_path, monkeypatch):
@@ -607,3 +609,26 @@ async def test_job_manager_shows_scheduler_runs_and_missed_slots(store, tmp_path
         await settle(app, pilot)
         assert table.row_count == len(results)
         assert f"{len(results)} runs of job Students" in str(app.screen.query_one("#manager-title").render())
+
+
+async def test_key_login_asks_for_the_key_file_and_calls_the_secret_a_passphrase(store, tmp_path):
+    app = make_app(store.path, operator="tester")
+    async with app.run_test(size=(80, 24)) as pilot:
+        await open_jobs(app, pilot)
+        await pilot.press("a")
+        await settle(app, pilot)
+        form = app.screen
+        await pilot.press(*"Keyed", "tab", "right", "space", "tab", *"sis.example.org/out", "tab", "tab", *"lib")
+        await pilot.press("tab", "right", "space")   # login with: Key file
+        await pilot.pause()
+        assert form.query_one("#row-key-path").display
+        assert str(form.query_one("#row-password > Label").render()) == "Key passphrase"
+        await pilot.press("tab", "tab", "tab", *"out.csv", "tab", *"/srv/sis/students.properties")
+        await pilot.press("ctrl+s")
+        await settle(app, pilot)
+        assert "needs the private key file" in err(form, "sftp_key_path")
+        assert form.query_one("#job-key-path", Input).has_focus
+        await pilot.press("shift+tab", "shift+tab", "left", "space")   # back to Password
+        await pilot.pause()
+        assert not form.query_one("#row-key-path").display
+        assert str(form.query_one("#row-password > Label").render()) == "Password"
