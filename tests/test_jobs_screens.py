@@ -547,11 +547,12 @@ async def test_sftp_job_end_to_end_host_key_accepted_run_and_summary(sshd_passwo
 
 async def test_a_failed_run_says_why_in_the_summary_list_and_job_manager(store, tmp_path):
     _, props = write_files(tmp_path, ROWS)
-    add_job(store, "Missing", path=tmp_path / "sis" / "gone.csv", props=props)
+    add_job(store, "Missing [bold]x", path=tmp_path / "sis" / "gone.csv", props=props)
     app = make_app(store.path, operator="tester")
     async with app.run_test(size=(80, 24)) as pilot:
         await open_jobs(app, pilot)
-        await highlight_job(app, pilot, "Missing")
+        assert job_lines(app)[0].startswith("Missing [bold]x")   # data, shown as written
+        await highlight_job(app, pilot, "Missing [bold]x")
         await pilot.press("r", "i")
         await wait_until(app, pilot, lambda: isinstance(app.screen, JobSummaryScreen))
         await settle(app, pilot)
@@ -563,7 +564,7 @@ async def test_a_failed_run_says_why_in_the_summary_list_and_job_manager(store, 
         await pilot.press("m")
         await settle(app, pilot)
         cells = [str(c) for c in app.screen.query_one("#manager-runs", DataTable).get_row_at(0)]
-        assert cells[1:4] == ["Missing", "failed", "Incr"]
+        assert cells[1:4] == ["Missing [bold]x", "failed", "Incr"]
         assert "no such file" in str(app.screen.query_one("#manager-detail").render())
 
 
