@@ -464,7 +464,6 @@ async def test_editing_keeps_what_the_form_does_not_show(store, tmp_path):
         await settle(app, pilot)
         form = app.screen
         assert isinstance(form, JobFormScreen) and form.query_one("#opt-keep-runs", Input).value == "5"
-        assert "Inactivation / Deletion rules are set" in str(form.query_one("#hint-inactivation").render())
         form.query_one("#day-sat-time", Input).focus()
         await pilot.press("end", "ctrl+u", *"6:15")
         await pilot.pause()
