@@ -551,7 +551,7 @@ def _cmd_preview(db_path: Path, args: argparse.Namespace) -> int:
     for rule, c in counts.items():
         n = r.inactivate_days if rule == "inactivate" else r.delete_inactive.days if rule == "delete_inactive" \
             and r.delete_inactive else ""
-        parts = [f"{v:,} {k.replace('_', ' ')}" for k, v in c.items() if v or k != "kept_back"]
+        parts = [f"{v:,} {k.replace('_', ' ')}" for k, v in c.items() if v] or ["nobody"]
         print(f"  {RULE_NAMES[rule].format(n=n):58} {', '.join(parts)}")
     return 0
 

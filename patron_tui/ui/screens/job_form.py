@@ -1,5 +1,6 @@
-"""The job form (Jobs → a, or Enter on a job): Destiny's "Schedule Patron Update" page in three
-sections, Source, Schedule and Options, checked as you type.
+"""The job form (Jobs → a, or Enter on a job): Destiny's "Schedule Patron Update" page in four
+sections, Source, Schedule, Options and Inactivation / Deletion (job_rules.py, with a live
+preview of what each rule would take today), checked as you type.
 
 Every change rebuilds the `services.jobs.Job` model from the form; its validation errors are
 shown under the field they name (only for fields already touched, and all of them after a
@@ -14,6 +15,7 @@ job shows only that one is stored, never the text.
 
 from __future__ import annotations
 
+import datetime as dt
 from typing import Any
 
 from textual import work
@@ -29,6 +31,7 @@ from patron_tui.services.jobs.model import DAY_NAMES, LARGE_DISTRICT
 from patron_tui.services.patrons import count_patrons
 from patron_tui.textsafe import visible
 from patron_tui.ui.screens.import_run import ENCODINGS, FROM_PROPERTIES, MarkedCheckbox, check_properties
+from patron_tui.ui.screens.job_rules import RULES_CSS, preview_text, read_rules, rules_section
 from patron_tui.ui.screens.query_dialogs import DIALOG_CSS
 
 MODE_CHOICES = [("none", "none"), ("Full", "full"), ("Incremental", "incremental")]
@@ -68,6 +71,8 @@ def form_errors(exc: Exception) -> dict[str, str]:
                 loc, msg = field.split("."), rest
         if loc and loc[-1] == "time" and msg.startswith("time "):
             msg = msg[len("time "):]
+        if error_key(loc) == "inactivation" and len(loc) > 1:   # one line for the section: say which rule
+            msg = f"{' › '.join(str(p).replace('_', ' ') for p in loc[1:])}: {msg}"
         out.setdefault(error_key(loc), msg)
     return out
 
@@ -183,7 +188,7 @@ class JobFormScreen(Screen["Job | None"]):
     JobFormScreen #form-buttons Button { margin-right: 2; min-width: 10; }
     JobFormScreen #form-status { height: auto; max-height: 3; padding: 0 1; color: $foreground-muted; }
     JobFormScreen #form-status.-error { color: $error; }
-    """
+    """ + RULES_CSS
 
     def __init__(self, job: Job | None, *, has_secret: bool | None = None) -> None:
         super().__init__()
@@ -281,11 +286,7 @@ class JobFormScreen(Screen["Job | None"]):
                                              placeholder="blank: keep only the newest", id="opt-keep-runs",
                                              compact=True, restrict=r"[0-9]*", max_length=4))
             yield _error("options")
-            rules = getattr(job, "inactivation", None) if self.job is not None else None
-            if rules is not None and getattr(rules, "any_rule", False):
-                yield Static(Content("Inactivation / Deletion rules are set for this job; this form keeps them "
-                                     "as they are (change them with patron-tui jobs edit)."),
-                             id="hint-inactivation", classes="field-hint")
+            yield from rules_section(job.inactivation if self.job is not None else None)
             yield _error("form")
             with Horizontal(id="form-buttons"):
                 yield Button(Content("Save"), id="form-save", compact=True)
@@ -375,6 +376,7 @@ class JobFormScreen(Screen["Job | None"]):
                 "delete_previous_runs": self.query_one("#opt-delete-runs", Checkbox).value,
                 "keep_runs": (int(keep) if keep.isdigit() else keep) if keep else None,
             },
+            "inactivation": read_rules(self),
         }
         if self.job is not None:
             # what this form does not edit (the Inactivation / Deletion rules, ...) is kept as it is
@@ -398,6 +400,7 @@ class JobFormScreen(Screen["Job | None"]):
     # -- validation as you type -------------------------------------------------------------
     def revalidate(self) -> Job | None:
         job = self.build()
+        self._preview_soon(job)
         for widget in self.query(".field-error"):
             key = (widget.id or "").removeprefix("err-")
             message = self.errors.get(key, "")
@@ -409,6 +412,31 @@ class JobFormScreen(Screen["Job | None"]):
                 widget.set_class(shown, "-shown")
         return job
 
+    # -- the Inactivation / Deletion preview -------------------------------------------------
+    def _preview_soon(self, job: Job | None) -> None:
+        """Count what the rules would take today, a moment after the typing stops."""
+        timer = getattr(self, "_preview_timer", None)
+        if timer is not None:
+            timer.stop()
+        if job is None:
+            if "inactivation" in self.errors:
+                self.query_one("#rule-preview", Static).update(Content("Preview: fix the rules above first."))
+            return
+        self._preview_timer = self.set_timer(0.25, lambda: self.count_rules(job))
+
+    @work(thread=True, exclusive=True, exit_on_error=False, group="job-form-preview")
+    def count_rules(self, job: Job) -> None:
+        from patron_tui.services.inactivation import preview
+
+        today = dt.datetime.now().date()
+        conn = self.app.store.connect()
+        try:
+            counts = preview(conn, job.inactivation, today, allow_outstanding=job.options.allow_delete_outstanding)
+        finally:
+            conn.close()
+        self.app.call_from_thread(self.query_one("#rule-preview", Static).update,
+                                  Content(preview_text(counts, job.inactivation, today)))
+
     def _touch(self, widget_id: str | None) -> None:
         wid = widget_id or ""
         key = {
@@ -419,6 +447,8 @@ class JobFormScreen(Screen["Job | None"]):
         }.get(wid)
         if key is None and wid.startswith("day-"):
             key = f"schedule-{wid.split('-')[1]}"
+        if key is None and wid.startswith("rule-"):
+            key = "inactivation"
         if key:
             self.touched.add(key)
 
@@ -512,7 +542,8 @@ class JobFormScreen(Screen["Job | None"]):
     def _first_error_focus(self) -> None:
         ids = {"name": "job-name", "path": "job-path", "sftp_url": "job-sftp-url", "sftp_port": "job-sftp-port",
                "sftp_user": "job-sftp-user", "sftp_key_path": "job-key-path", "file_name": "job-file-name",
-               "properties_path": "job-properties", "encoding": "job-encoding", "options": "opt-keep-runs"}
+               "properties_path": "job-properties", "encoding": "job-encoding", "options": "opt-keep-runs",
+               "inactivation": "rule-threshold"}
         for key in self.errors:
             wid = ids.get(key) or (f"day-{key.split('-')[1]}-time" if key.startswith("schedule-") else None)
             if wid:
