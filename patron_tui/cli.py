@@ -58,6 +58,11 @@ def build_parser() -> argparse.ArgumentParser:
     _add_db(sets)
     sets.add_argument("--json", action="store_true", help="print the sets as JSON")
 
+    prot = sub.add_parser("protect", help="mark patrons protected: no inactivation or deletion rule touches them")
+    _add_db(prot)
+    prot.add_argument("patrons", nargs="+", metavar="PATRON", help="barcode, district ID or #id")
+    prot.add_argument("--off", action="store_true", help="clear the flag instead")
+
     from patron_tui import cli_jobs   # jobs, runs, scheduler, run-due
 
     cli_jobs.register(sub)
@@ -176,6 +181,8 @@ def _main(argv: list[str] | None) -> int:
         return _cmd_conflicts(db_path, args)
     if args.command == "resolve":
         return _cmd_resolve(db_path, args, parser)
+    if args.command == "protect":
+        return _cmd_protect(db_path, args)
     if args.command in ("jobs", "runs", "scheduler", "run-due"):
         from patron_tui.cli_jobs import main_jobs
 
@@ -486,6 +493,33 @@ def _print_table(conn, selection, columns: list[str], sort: str, limit: int | No
     noun = "patron matches" if selection.count == 1 else "patrons match"
     more = f" (showing the first {n}; --limit 0 shows all)" if n < selection.count else ""
     print(f"{selection.count} {noun}{more}")
+
+
+def _cmd_protect(db_path: Path, args: argparse.Namespace) -> int:
+    from patron_tui.services.patrons import PatronNotFound, find_patron, set_protected
+    from patron_tui.store import Store
+    from patron_tui.textsafe import visible
+
+    conn, operator = _connect(db_path)
+    if conn is None:
+        return _fail(operator)
+    store = Store(db_path)
+    try:
+        try:
+            ids = [(key, find_patron(conn, key)) for key in args.patrons]
+        except PatronNotFound as exc:
+            return _fail_data(str(exc))
+        try:
+            with store.writer(conn, None) as w:
+                changed = [(key, set_protected(w, pid, not args.off)) for key, pid in ids]
+        except ValueError as exc:
+            return _fail(str(exc))
+    finally:
+        conn.close()
+    word = "protected" if not args.off else "no longer protected"
+    for key, did in changed:
+        print(f"{visible(key)}: {word}" + ("" if did else " (already)"))
+    return 0
 
 
 def _cmd_sets(db_path: Path, args: argparse.Namespace) -> int:

@@ -310,3 +310,33 @@ DETAIL_FIELDS: tuple[tuple[str, str], ...] = (
     ("last_seen_import_at", "Last seen by an import"),
     ("inactive_since", "Inactive since"),
 )
+
+
+# -- the protected flag ---------------------------------------------------------------------
+
+def find_patron(conn: sqlite3.Connection, key: str) -> int:
+    """A patron's id from its barcode, district ID, or `#id`; PatronNotFound otherwise."""
+    key = key.strip()
+    if key.startswith("#") and key[1:].isdigit():
+        row = conn.execute("SELECT id FROM patrons WHERE id = ?", (int(key[1:]),)).fetchone()
+    else:
+        row = conn.execute("SELECT id FROM patrons WHERE barcode = ? OR district_id = ? ORDER BY barcode = ? DESC"
+                           " LIMIT 1", (key, key, key)).fetchone()
+    if row is None:
+        raise PatronNotFound(f"no patron with barcode or district ID {key!r}")
+    return row[0]
+
+
+def set_protected(writer, patron_id: int, protected: bool) -> bool:
+    """Mark a patron protected (staff accounts...): no inactivation or deletion rule of any job
+    ever touches a protected patron. Any operator may set or clear it; the writer journals it.
+    Returns whether the flag changed."""
+    row = writer.conn.execute("SELECT protected, is_system FROM patrons WHERE id = ?", (patron_id,)).fetchone()
+    if row is None:
+        raise PatronNotFound(f"patron {patron_id} is not in the database")
+    if row[1] and not protected:
+        raise ValueError("the Unknown Patron is a system patron: it is always kept")
+    if bool(row[0]) == protected:
+        return False
+    writer.update("patrons", patron_id, {"protected": 1 if protected else 0})
+    return True

@@ -421,6 +421,7 @@ class PatronDetailScreen(ModalScreen[None]):
     BINDINGS = [
         Binding("escape", "dismiss", "Close", id="patron_detail.close"),
         Binding("q", "dismiss", "Close", show=False),
+        Binding("p", "toggle_protected", "Protect", id="patron_detail.protect"),
     ]
 
     DEFAULT_CSS = """
@@ -472,6 +473,28 @@ class PatronDetailScreen(ModalScreen[None]):
         name = ", ".join(visible(detail[f]) for f in ("last_name", "first_name") if detail[f])
         self.query_one("#detail-frame").border_title = Content(f"Patron {self.patron_id}: {name}")
         body.update(detail_text(detail))
+
+    def action_toggle_protected(self) -> None:
+        """Protected (staff accounts...): no job's inactivation or deletion rule touches the
+        patron. Any operator may set or clear it."""
+        if self.detail is not None:
+            self.toggle_protected(not bool(self.detail.get("protected")))
+
+    @work(thread=True, exclusive=True, exit_on_error=False, group="patron-protect")
+    def toggle_protected(self, protected: bool) -> None:
+        conn = self.app.store.connect()
+        try:
+            with self.app.store.writer(conn, None) as w:
+                svc.set_protected(w, self.patron_id, protected)
+        except (svc.PatronNotFound, ValueError) as exc:
+            self.app.call_from_thread(self.notify, visible(str(exc)), severity="error", markup=False)
+            return
+        finally:
+            conn.close()
+        text = ("Protected: no inactivation or deletion rule will touch this patron." if protected
+                else "No longer protected: the jobs' inactivation and deletion rules apply again.")
+        self.app.call_from_thread(self.notify, text, markup=False)
+        self.load()
 
     def rendered_lines(self) -> list[str]:
         """The detail as drawn (every line of it, scrolled into view or not)."""
