@@ -11,18 +11,8 @@ from patron_tui.services.jobs.runner import run_job
 from patron_tui.store import ChangesetWriter, Store
 
 from tests.conftest import district
+from tests.jobs_helpers import HEADER, PROPS
 
-PROPS = """\
-encoding=utf-8
-match=district_id
-field.district_id=ID
-field.barcode=Barcode
-field.last_name=Last
-field.first_name=First
-field.site=School
-required=barcode,last_name,site
-"""
-HEADER = "ID,Barcode,Last,First,School\n"
 SCHOOLS = ("HS", "ELM")
 
 

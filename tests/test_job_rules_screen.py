@@ -4,7 +4,6 @@ applies them and the job summary names each patron with the rule that took it.""
 
 from __future__ import annotations
 
-from pathlib import Path
 
 from textual.widgets import Input, OptionList
 
@@ -16,23 +15,8 @@ from patron_tui.ui.screens.job_summary import JobSummaryScreen
 from patron_tui.ui.screens.jobs import JobsScreen, RunModeScreen
 
 from tests.conftest import patron_where
+from tests.pilot import settle, wait_until
 from tests.jobs_helpers import add_job, make_store, write_files
-
-
-async def settle(app, pilot, rounds: int = 3):
-    for _ in range(rounds):
-        await pilot.pause()
-        await app.workers.wait_for_complete()
-    await pilot.pause()
-
-
-async def wait_until(app, pilot, condition, *, limit: int = 400, why=lambda: ""):
-    for _ in range(limit):
-        if condition():
-            return
-        await pilot.pause(0.05)
-        await app.workers.wait_for_complete()
-    assert condition(), why()
 
 
 async def tab_to(app, pilot, widget_id: str, *, limit: int = 80):

@@ -23,6 +23,7 @@ from patron_tui.ui.screens.key_help import KeyHelpScreen
 from patron_tui.ui.screens.query_dialogs import ConfirmScreen
 
 from tests.conftest import patron_where
+from tests.pilot import settle, wait_until
 from tests.jobs_helpers import add_job, make_store, write_files
 
 ROWS = ["D1,B1,Able,Ann,HS", "D2,B2,Baker,Bob,HS", "D3,,Nobar,Ned,HS"]   # the third is skipped
@@ -39,23 +40,6 @@ def _no_settle(monkeypatch):
     # the directory source looks twice, 2 s apart, for a file still being written;
     # these files are complete before the run starts
     monkeypatch.setattr("patron_tui.services.jobs.directory.SETTLE_SECONDS", 0.0)
-
-
-async def settle(app, pilot, rounds: int = 3):
-    for _ in range(rounds):
-        await pilot.pause()
-        await app.workers.wait_for_complete()
-    await pilot.pause()
-
-
-async def wait_until(app, pilot, condition, *, limit: int = 400, why=lambda: ""):
-    """Let the app work until `condition()` holds (bounded by rounds, not a clock)."""
-    for _ in range(limit):
-        if condition():
-            return
-        await pilot.pause(0.05)
-        await app.workers.wait_for_complete()
-    assert condition(), why()
 
 
 async def open_jobs(app, pilot):

@@ -158,7 +158,39 @@ class CancelRunScreen(ModalScreen[bool]):
         self.query_one("#cancel-frame").border_title = Content("Cancel the import")
 
 
-class ImportScreen(Screen[None]):
+class RunWatcher:
+    """What the Import screen and a job's Run now share: a finished run on screen, then its
+    job summary (or, when the operator has moved on, a notification saying where it is)."""
+
+    SUMMARY_ELSEWHERE = "Jobs (4)"
+    _timer = None
+    summary_opened = False
+
+    def show_finished(self, handle, bar, status, figures: str) -> None:
+        if self._timer is not None:
+            self._timer.stop()
+            self._timer = None
+        done = handle.done or 0
+        bar.update(total=max(done, 1), progress=max(done, 1))
+        outcome = handle.status.value + (f": {handle.error}" if handle.error else "")
+        status.update(Content(f"Run {handle.run_id} {visible(outcome)} · {figures}"))
+        if not self.summary_opened:
+            self.summary_opened = True
+            self.open_summary(handle.run_id)
+
+    def open_summary(self, run_id: int) -> None:
+        from patron_tui.ui.screens.job_summary import JobSummaryScreen
+
+        if isinstance(self.app.screen, CancelRunScreen) and self.app.screen_stack[-2] is self:
+            self.app.screen.dismiss(False)  # the run ended while the question was open
+            self.app.push_screen(JobSummaryScreen(run_id))
+        elif self.app.screen is self:
+            self.app.push_screen(JobSummaryScreen(run_id))
+        else:
+            self.notify(f"Run {run_id} finished; its job summary is in {self.SUMMARY_ELSEWHERE}.", markup=False)
+
+
+class ImportScreen(RunWatcher, Screen[None]):
     """Import a patron CSV file: the form, the run's progress, then its job summary."""
 
     BINDINGS = [
@@ -373,26 +405,7 @@ class ImportScreen(Screen[None]):
             tail = f" of about {about:,}" if about and done < about else ""
             status.update(Content(f"Run {handle.run_id} {handle.status.value}: {figures}{tail}"))
             return
-        if self._timer is not None:
-            self._timer.stop()
-            self._timer = None
-        bar.update(total=max(done, 1), progress=max(done, 1))
-        outcome = handle.status.value + (f": {handle.error}" if handle.error else "")
-        status.update(Content(f"Run {handle.run_id} {visible(outcome)} · {figures}"))
-        if not self.summary_opened:
-            self.summary_opened = True
-            self.open_summary(handle.run_id)
-
-    def open_summary(self, run_id: int) -> None:
-        from patron_tui.ui.screens.job_summary import JobSummaryScreen
-
-        if isinstance(self.app.screen, CancelRunScreen) and self.app.screen_stack[-2] is self:
-            self.app.screen.dismiss(False)  # the run ended while the question was open
-            self.app.push_screen(JobSummaryScreen(run_id))
-        elif self.app.screen is self:
-            self.app.push_screen(JobSummaryScreen(run_id))
-        else:
-            self.notify(f"Run {run_id} finished; its job summary is in Jobs (4).", markup=False)
+        self.show_finished(handle, bar, status, figures)
 
     def action_cancel_run(self) -> None:
         if not self.running:

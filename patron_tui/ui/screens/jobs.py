@@ -27,6 +27,7 @@ from textual.widgets.option_list import Option
 
 from patron_tui.textsafe import visible
 from patron_tui.ui.screens.base import SectionScreen
+from patron_tui.ui.screens.import_run import RunWatcher
 from patron_tui.ui.screens.query_dialogs import DIALOG_CSS, ConfirmScreen
 from patron_tui.ui.widgets.log_pane import LogPane
 
@@ -327,8 +328,10 @@ class RunModeScreen(ModalScreen["str | None"]):
         self.query_one("#run-mode-frame").border_title = Content("Run now")
 
 
-class JobRunScreen(Screen[None]):
+class JobRunScreen(RunWatcher, Screen[None]):
     """A job run, followed live: the progress bar, the figures, the log; its job summary at the end."""
+
+    SUMMARY_ELSEWHERE = "the Job Manager (Jobs, m)"
 
     BINDINGS = [
         Binding("escape", "back", "Back / cancel run"),
@@ -425,28 +428,7 @@ class JobRunScreen(Screen[None]):
                 bar.update(total=None, progress=done)
             status.update(Content(f"Run {handle.run_id} {handle.status.value}: {figures}"))
             return
-        if self._timer is not None:
-            self._timer.stop()
-            self._timer = None
-        bar.update(total=max(done, 1), progress=max(done, 1))
-        outcome = handle.status.value + (f": {handle.error}" if handle.error else "")
-        status.update(Content(f"Run {handle.run_id} {visible(outcome)} · {figures}"))
-        if not self.summary_opened:
-            self.summary_opened = True
-            self.open_summary(handle.run_id)
-
-    def open_summary(self, run_id: int) -> None:
-        from patron_tui.ui.screens.import_run import CancelRunScreen
-        from patron_tui.ui.screens.job_summary import JobSummaryScreen
-
-        if isinstance(self.app.screen, CancelRunScreen) and self.app.screen_stack[-2] is self:
-            self.app.screen.dismiss(False)
-            self.app.push_screen(JobSummaryScreen(run_id))
-        elif self.app.screen is self:
-            self.app.push_screen(JobSummaryScreen(run_id))
-        else:
-            self.notify(f"Run {run_id} finished; its job summary is in the Job Manager (Jobs, m).",
-                        markup=False)
+        self.show_finished(handle, bar, status, figures)
 
     def action_cancel_run(self) -> None:
         from patron_tui.ui.screens.import_run import CancelRunScreen
