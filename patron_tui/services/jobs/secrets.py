@@ -180,20 +180,7 @@ class SecretStore:
     def _write(self, jobs: dict[str, str]) -> None:
         data = json.dumps({"version": FORMAT_VERSION, "jobs": dict(sorted(jobs.items()))},
                           indent=1, ensure_ascii=False).encode("utf-8")
-        folder = self.path.parent
-        fd, tmp = tempfile.mkstemp(prefix=f".{self.path.name}.", suffix=".tmp", dir=folder)
-        try:
-            os.fchmod(fd, 0o600)
-            with os.fdopen(fd, "wb") as fh:
-                fh.write(data)
-                fh.flush()
-                os.fsync(fh.fileno())
-            os.replace(tmp, self.path)
-        except BaseException:
-            with contextlib.suppress(OSError):
-                os.unlink(tmp)
-            raise
-        _fsync_dir(folder)
+        atomic_write(self.path, data, mode=0o600)
 
     def _load_for_write(self) -> dict[str, str]:
         try:
@@ -252,7 +239,26 @@ class SecretStore:
         return False
 
 
-def _fsync_dir(folder: Path) -> None:
+def atomic_write(path: Path, data: bytes, *, mode: int) -> None:
+    """Replace `path` with `data` whole or not at all: a temporary file in the same folder
+    with `mode` from its first byte, synced, renamed over `path`, the folder synced."""
+    folder = path.parent
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=folder)
+    try:
+        os.fchmod(fd, mode)
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(data)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        raise
+    fsync_dir(folder)
+
+
+def fsync_dir(folder: Path) -> None:
     try:
         fd = os.open(folder, os.O_RDONLY)
     except OSError:   # pragma: no cover

@@ -30,7 +30,6 @@ import os
 import posixpath
 import socket
 import stat
-import tempfile
 import time
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
@@ -39,7 +38,7 @@ from typing import TYPE_CHECKING, Any, Callable, Iterator
 
 import paramiko
 
-from patron_tui.services.jobs.secrets import Secret, reveal
+from patron_tui.services.jobs.secrets import Secret, atomic_write, fsync_dir, reveal
 from patron_tui.services.jobs.sources import SourceError, TestReport
 
 if TYPE_CHECKING:
@@ -265,21 +264,8 @@ class KnownHosts:
         return len(lines) - len(kept)
 
     def _write(self, lines: list[str]) -> None:
-        folder = self.path.parent
-        folder.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=f".{self.path.name}.", suffix=".tmp", dir=folder)
-        try:
-            os.fchmod(fd, 0o644)
-            with os.fdopen(fd, "w", encoding="utf-8") as fh:
-                fh.write("".join(ln + "\n" for ln in lines))
-                fh.flush()
-                os.fsync(fh.fileno())
-            os.replace(tmp, self.path)
-        except BaseException:
-            with contextlib.suppress(OSError):
-                os.unlink(tmp)
-            raise
-        _fsync_dir(folder)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        atomic_write(self.path, "".join(ln + "\n" for ln in lines).encode("utf-8"), mode=0o644)
 
 
 def _parse(line: str) -> paramiko.hostkeys.HostKeyEntry | None:
@@ -889,7 +875,7 @@ def _fetch_once(job: "Job", secret: "str | Secret | None", dest_dir: Path, known
             with contextlib.suppress(OSError):
                 part.unlink()
             raise
-        _fsync_dir(dest_dir)
+        fsync_dir(dest_dir)
         log.info("SFTP: %s from %s saved as %s (%d bytes)", path, where, final, got)
         return final
 
@@ -911,17 +897,6 @@ def fetch_sftp(job: "Job", secret: "str | Secret | None", dest_dir: str | Path, 
                         attempts=attempts, backoff=backoff, sleep=sleep, on_retry=on_retry)
 
 
-def _fsync_dir(folder: Path) -> None:
-    try:
-        fd = os.open(folder, os.O_RDONLY)
-    except OSError:   # pragma: no cover
-        return
-    try:
-        os.fsync(fd)
-    except OSError:   # pragma: no cover
-        pass
-    finally:
-        os.close(fd)
 
 
 @contextlib.contextmanager
