@@ -20,7 +20,7 @@ How it goes:
 Rules:
 - matching: on the properties file's `match` field (district ID or barcode); a record without
   that value is matched on the other one; a record with neither is skipped (`missing_key`);
-- the content fingerprint of a record is a 64-bit hash (16 hex digits) of its source line and of the
+- the content fingerprint of a record is a 64-bit hash (xxh3, 16 hex digits) of its source line and of the
   mapping (properties and header): the same row under the same properties -> the same
   fingerprint. It is stored in `patrons.import_fingerprint` when a record is written;
 - Full: every valid record is compared with the stored patron and written when it differs;
@@ -79,6 +79,7 @@ from patron_tui.services.imports.records import (
     Problem,
     RowReader,
     _date_parser,
+    line_hasher,
     row_mapper,
 )
 
@@ -138,8 +139,7 @@ def row_fingerprint(seed: bytes, row: list[str], raw: bytes | None = None) -> st
     """The content fingerprint of a source record under a mapping (`seed` = mapping_seed(...)),
     16 hex digits: a hash of its raw bytes for a one-line record (what `RowReader` yields),
     else of its fields."""
-    data = raw if raw is not None else "\x1f".join(row).encode("utf-8", "surrogatepass")
-    return hashlib.blake2b(data, digest_size=8, person=seed).hexdigest()
+    return line_hasher(seed)(raw if raw is not None else "\x1f".join(row).encode("utf-8", "surrogatepass"))
 
 
 def mapping_seed(mapping: ImportMapping, columns: tuple[str, ...]) -> bytes:
@@ -205,28 +205,30 @@ def run_import(
     reader = RowReader(path, mapping, encoding=encoding)
     summary: dict[str, Any] = {"mode": mode, "dry_run": dry_run, "file": str(path),
                                "properties": mapping.source, "encoding": encoding or mapping.encoding_label}
+    chunks: MappedChunks | None = None
     try:
         reader.open()
+        if process is None:
+            forced = os.environ.get("PATRON_TUI_IMPORT_PROCESS", "").strip().lower()   # tests, support
+            process = (forced in ("1", "yes", "always") or forced not in ("0", "no", "never")
+                       and mode == "full" and reader.size >= PROCESS_MIN_BYTES and ctx.pool.size >= 2)
+        if process:
+            # a big Full import: a second process reads and maps, this thread decides and writes;
+            # it starts now, so that its interpreter starts while this run prepares
+            chunks = MappedChunks()
         imp = _Import(ctx, mapping, reader.columns, mode=mode, errors_only=summary_errors_only)
+        imp.dry_run = dry_run
         with ctx.writer() as writer:
             imp.prepare(writer)
-            if process is None:
-                forced = os.environ.get("PATRON_TUI_IMPORT_PROCESS", "").strip().lower()   # tests, support
-                process = (forced in ("1", "yes", "always") or forced not in ("0", "no", "never")
-                           and mode == "full" and reader.size >= PROCESS_MIN_BYTES and ctx.pool.size >= 2)
-            if process:
-                # a big Full import: a second process reads and maps, this thread decides and writes
+            if chunks is not None:
                 reader.close()
-                chunks = MappedChunks(path, mapping, encoding=encoding, reference=imp.reference,
-                                      require_district_id=imp.require, seed=imp.seed, chunk_size=chunk_size)
-                try:
-                    for mapped in chunks:
-                        ctx.check_cancelled()
-                        imp.apply(writer, mapped)
-                        read = imp.counts["read"]
-                        ctx.progress(read, max(read, round(read * reader.size / max(1, chunks.bytes_read))))
-                finally:
-                    chunks.close()
+                chunks.start(path, mapping, encoding=encoding, reference=imp.reference,
+                             require_district_id=imp.require, seed=imp.seed, chunk_size=chunk_size)
+                for mapped in chunks:
+                    ctx.check_cancelled()
+                    imp.apply(writer, mapped)
+                    read = imp.counts["read"]
+                    ctx.progress(read, max(read, round(read * reader.size / max(1, chunks.bytes_read))))
             else:
                 imp.run_in_threads(writer, reader, chunk_size)
             ctx.progress(imp.counts["read"], imp.counts["read"], force=True)
@@ -237,6 +239,9 @@ def run_import(
         pass
     except ImportFileError as exc:
         raise RunFailed(str(exc)) from None
+    finally:
+        if chunks is not None:
+            chunks.close()
     summary.update(imp.counts)
     summary["errors"] = ctx.counts["error"]
     summary["warnings"] = ctx.counts["warning"]
@@ -394,14 +399,12 @@ class _Import:
         mapping, no database."""
         stored, seed, modified, counts = self.stored, self.seed, self.modified, self.counts
         assert stored is not None
-        base = hashlib.blake2b(digest_size=8, person=seed)
+        hexdigest = line_hasher(seed)
         unchanged = 0
         for item in reader:
             if item.__class__ is tuple:
                 raw = item[2]
-                h = base.copy()
-                h.update(raw if raw is not None else "\x1f".join(item[1]).encode("utf-8", "surrogatepass"))
-                fp = h.hexdigest()
+                fp = hexdigest(raw if raw is not None else "\x1f".join(item[1]).encode("utf-8", "surrogatepass"))
                 if fp in stored:
                     stored.discard(fp)   # a second identical record goes the long way: a duplicate
                     unchanged += 1

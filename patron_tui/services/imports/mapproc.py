@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from patron_tui.services.imports.properties import ImportMapping
-from patron_tui.services.imports.records import ImportFileError, Problem, RowReader, row_mapper
+from patron_tui.services.imports.records import ImportFileError, Problem, RowReader, line_hasher, row_mapper
 
 # a file at least this big (bytes) is mapped in a second process when the machine has 2+ cores
 PROCESS_MIN_BYTES = 4 * 1024 * 1024
@@ -31,19 +31,15 @@ _END = b"end"
 
 def map_chunk(mapper, seed: bytes, chunk: list) -> list:
     """Each reader item -> a Problem or (line, fields, problems, fingerprint)."""
-    import hashlib
-
     out: list = []
     append = out.append
-    base = hashlib.blake2b(digest_size=8, person=seed)   # copy() beats keyword parsing per record
+    hexdigest = line_hasher(seed)
     for item in chunk:
         if item.__class__ is Problem:
             append(item)
             continue
         line, row, raw = item
-        h = base.copy()
-        h.update(raw if raw is not None else "\x1f".join(row).encode("utf-8", "surrogatepass"))
-        fp = h.hexdigest()
+        fp = hexdigest(raw if raw is not None else "\x1f".join(row).encode("utf-8", "surrogatepass"))
         fields, problems = mapper(row, line)
         append((line, fields, problems, fp))
     return out
@@ -89,9 +85,9 @@ class MappedChunks:
     (`python -m patron_tui.services.imports.mapproc`: a fresh interpreter, never a fork of
     this threaded one). `bytes_read` follows the child's reading, for progress."""
 
-    def __init__(self, path: str | Path, mapping: ImportMapping, *, encoding: str | None,
-                 reference: Mapping[str, Collection[str]], require_district_id: bool, seed: bytes,
-                 chunk_size: int) -> None:
+    def __init__(self) -> None:
+        """Start the child now (its interpreter and imports take a few tenths of a second, spent
+        while the run prepares); `start(...)` then tells it what to read."""
         import os
         import subprocess
         import sys
@@ -106,6 +102,13 @@ class MappedChunks:
             stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=self._err, env=env,
         )
         assert self._proc.stdin is not None and self._proc.stdout is not None
+        self._out = self._proc.stdout
+        self.bytes_read = 0
+
+    def start(self, path: str | Path, mapping: ImportMapping, *, encoding: str | None,
+              reference: Mapping[str, Collection[str]], require_district_id: bool, seed: bytes,
+              chunk_size: int) -> MappedChunks:
+        assert self._proc.stdin is not None
         params = (str(path), mapping.model_dump(), encoding, {k: frozenset(v) for k, v in reference.items()},
                   require_district_id, seed, chunk_size)
         try:
@@ -113,8 +116,7 @@ class MappedChunks:
             self._proc.stdin.close()
         except BrokenPipeError:
             pass   # the child died at once: __iter__ says so
-        self._out = self._proc.stdout
-        self.bytes_read = 0
+        return self
 
     def _read(self) -> bytes | None:
         head = self._out.read(8)
@@ -148,6 +150,11 @@ class MappedChunks:
     def close(self) -> None:
         if self._proc.poll() is None:
             self._proc.kill()
+        if self._proc.stdin is not None and not self._proc.stdin.closed:
+            try:
+                self._proc.stdin.close()
+            except BrokenPipeError:
+                pass
         self._out.close()
         self._proc.wait(timeout=10)
         self._err.close()
