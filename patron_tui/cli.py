@@ -497,20 +497,19 @@ def _print_table(conn, selection, columns: list[str], sort: str, limit: int | No
 
 def _cmd_protect(db_path: Path, args: argparse.Namespace) -> int:
     from patron_tui.services.patrons import PatronNotFound, find_patron, set_protected
-    from patron_tui.store import Store
+    from patron_tui.store import ChangesetWriter
     from patron_tui.textsafe import visible
 
     conn, operator = _connect(db_path)
     if conn is None:
         return _fail(operator)
-    store = Store(db_path)
     try:
         try:
             ids = [(key, find_patron(conn, key)) for key in args.patrons]
         except PatronNotFound as exc:
             return _fail_data(str(exc))
         try:
-            with store.writer(conn, None) as w:
+            with ChangesetWriter(conn, operator=operator, run_id=None) as w:
                 changed = [(key, set_protected(w, pid, not args.off)) for key, pid in ids]
         except ValueError as exc:
             return _fail(str(exc))

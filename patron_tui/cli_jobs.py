@@ -531,7 +531,7 @@ def _rules_lines(job) -> list[str]:
 
 def _cmd_preview(db_path: Path, args: argparse.Namespace) -> int:
     """How many patrons each of the job's rules would take today."""
-    from patron_tui.services.inactivation import RULE_NAMES, preview
+    from patron_tui.services.inactivation import preview, rule_title
 
     _, conn = _open(db_path)
     job = _job_or_fail(conn, args.name)
@@ -547,12 +547,9 @@ def _cmd_preview(db_path: Path, args: argparse.Namespace) -> int:
         print(f"job {job.name!r} has no inactivation or deletion rule")
         return 0
     print(f"job {job.name!r}, as of {today.isoformat()} (before tonight's file):")
-    r = job.inactivation
     for rule, c in counts.items():
-        n = r.inactivate_days if rule == "inactivate" else r.delete_inactive.days if rule == "delete_inactive" \
-            and r.delete_inactive else ""
         parts = [f"{v:,} {k.replace('_', ' ')}" for k, v in c.items() if v] or ["nobody"]
-        print(f"  {RULE_NAMES[rule].format(n=n):58} {', '.join(parts)}")
+        print(f"  {rule_title(job.inactivation, rule):58} {', '.join(parts)}")
     return 0
 
 

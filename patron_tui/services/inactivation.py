@@ -45,6 +45,7 @@ from typing import Literal
 from dateutil.relativedelta import relativedelta
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from patron_tui.services.queries import school_year_start
 from patron_tui.services.removal import delete_patrons, outstanding
 from patron_tui.store.changeset import ChangesetWriter
 
@@ -108,6 +109,13 @@ class InactivationRules(BaseModel):
                 or self.delete_inactive is not None or self.delete_outstanding is not None)
 
 
+def rule_title(rules: InactivationRules, rule: str) -> str:
+    """A rule's name as the reference words it, with the job's number of days."""
+    n = (rules.inactivate_days if rule == "inactivate"
+         else rules.delete_inactive.days if rule == "delete_inactive" and rules.delete_inactive else "")
+    return RULE_NAMES[rule].format(n=n)
+
+
 @dataclass(frozen=True, slots=True)
 class Outcome:
     patron_id: int
@@ -161,11 +169,6 @@ _BALANCE = ("(SELECT coalesce(sum(c.balance_cents), 0) FROM charges c WHERE c.pa
 _CHECKOUTS = "EXISTS (SELECT 1 FROM checkouts k WHERE k.patron_id = p.id)"
 _ROW = ("p.id, p.last_name, p.first_name, p.barcode, p.grade, p.graduation_year, p.birthdate, "
         f"p.inactive_since, {_CHECKOUTS} AS has_checkouts, {_BALANCE} AS balance")
-
-
-def school_year_start(today: dt.date, start_month: int) -> dt.date:
-    year = today.year if today.month >= start_month else today.year - 1
-    return dt.date(year, start_month, 1)
 
 
 def _start_month(conn) -> int:
@@ -325,5 +328,5 @@ def _json(ids: list[int]) -> str:
 
 __all__ = [
     "DeleteInactive", "DeleteOutstanding", "InactivationRules", "MAX_SKIPPED", "Outcome", "RULES",
-    "RULE_NAMES", "apply_rules", "preview", "safeguard", "school_year_start", "select",
+    "RULE_NAMES", "apply_rules", "preview", "rule_title", "safeguard", "select",
 ]

@@ -590,7 +590,8 @@ class _Import:
                 conflicts.append({
                     "run_id": self.ctx.run_id, "line": line, "field": fld, "value": value,
                     "holder_id": holder_id, "target_id": target if target > 0 else None,
-                    "incoming": json.dumps({"fields": self._site_silently(dict(f), existing), "fingerprint": fp,
+                    "incoming": json.dumps({"fields": self._site(dict(f), existing, line, None, warn=False),
+                                            "fingerprint": fp,
                                             "protect": sorted(self.protect), "mode": self.mode},
                                            ensure_ascii=False, default=str),
                 })
@@ -657,24 +658,18 @@ class _Import:
                 (text, "added" if pid is None else "updated", line, str(barcode) if barcode else None, pid)
                 for text, line, barcode, pid in infos])
 
-    def _site(self, values: dict[str, Any], existing, line: int, barcode) -> dict[str, Any]:
+    def _site(self, values: dict[str, Any], existing, line: int, barcode, *, warn: bool = True) -> dict[str, Any]:
+        """An unknown site (or none, for a new patron) -> the Union Site, with a warning."""
         site = values.get("site")
         if site and site not in self.sites or (existing is None and not site):
             if self.union is not None:
-                self.warn("union_site", line,
-                          f"line {line}: site {site!r} is not a site of the district; "
-                          f"{_name(values)} goes to the Union Site ({self.union})" if site else
-                          f"line {line}: no site; {_name(values)} goes to the Union Site ({self.union})",
-                          barcode)
+                if warn:
+                    self.warn("union_site", line,
+                              f"line {line}: site {site!r} is not a site of the district; "
+                              f"{_name(values)} goes to the Union Site ({self.union})" if site else
+                              f"line {line}: no site; {_name(values)} goes to the Union Site ({self.union})",
+                              barcode)
                 values["site"] = self.union
-        elif not site:
-            values.pop("site", None)
-        return values
-
-    def _site_silently(self, values: dict[str, Any], existing) -> dict[str, Any]:
-        site = values.get("site")
-        if (site and site not in self.sites or (existing is None and not site)) and self.union is not None:
-            values["site"] = self.union
         elif not site:
             values.pop("site", None)
         return values

@@ -21,7 +21,7 @@ from typing import Any
 
 from patron_tui.models import EventKind
 from patron_tui.runs import RunContext, RunFailed
-from patron_tui.services.inactivation import RULE_NAMES, apply_rules, safeguard
+from patron_tui.services.inactivation import apply_rules, rule_title, safeguard
 from patron_tui.services.jobs import lease
 from patron_tui.services.jobs.model import Job
 from patron_tui.services.jobs.sources import SourceError, fetch
@@ -121,7 +121,7 @@ def _inactivation(ctx: RunContext, job: Job, summary: dict[str, Any], *, today: 
     with ctx.writer() as w:
         outcomes = apply_rules(w, rules, today, allow_outstanding=job.options.allow_delete_outstanding)
     ctx.messages(EventKind.INFO, [
-        (f"{o.name}: {o.action.replace('_', ' ')} by \"{RULE_NAMES[o.rule].format(n=_rule_n(rules, o.rule))}\""
+        (f"{o.name}: {o.action.replace('_', ' ')} by \"{rule_title(rules, o.rule)}\""
          f" ({o.reason})", o.action, None, o.barcode, o.patron_id)
         for o in outcomes])
     counts = {"inactivated": 0, "deleted": 0, "kept_back": 0}
@@ -131,14 +131,6 @@ def _inactivation(ctx: RunContext, job: Job, summary: dict[str, Any], *, today: 
              f"{counts['kept_back']} kept back (outstanding transactions, not allowed by the job).",
              code="inactivation_done")
     return counts
-
-
-def _rule_n(rules, rule: str) -> int | str:
-    if rule == "inactivate":
-        return rules.inactivate_days
-    if rule == "delete_inactive" and rules.delete_inactive is not None:
-        return rules.delete_inactive.days
-    return ""
 
 
 def prune_runs(writer: ChangesetWriter, job_id: int, keep: int | None, *,

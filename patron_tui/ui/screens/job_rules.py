@@ -17,7 +17,7 @@ from textual.containers import Horizontal
 from textual.content import Content
 from textual.widgets import Checkbox, Input, Label, Select, Static
 
-from patron_tui.services.inactivation import RULE_NAMES, InactivationRules
+from patron_tui.services.inactivation import InactivationRules, rule_title
 from patron_tui.ui.screens.import_run import MarkedCheckbox
 
 DELETE_INACTIVE_CHOICES = [
@@ -153,10 +153,8 @@ def preview_text(counts: dict[str, dict[str, int]], rules: InactivationRules, to
         return "Preview: no rule is set; a Full update inactivates and deletes nobody."
     lines = [f"Preview, as of {today.isoformat()} (before tonight's file):"]
     for rule, c in counts.items():
-        n = (rules.inactivate_days if rule == "inactivate"
-             else rules.delete_inactive.days if rule == "delete_inactive" and rules.delete_inactive else "")
         parts = [f"{v:,} {k.replace('_', ' ')}" for k, v in c.items() if v] or ["nobody"]
-        lines.append(f"  {RULE_NAMES[rule].format(n=n)}: {', '.join(parts)}")
+        lines.append(f"  {rule_title(rules, rule)}: {', '.join(parts)}")
     return "\n".join(lines)
 
 
