@@ -122,13 +122,16 @@ class _Persister(threading.Thread):
         self.q: queue.Queue[Any] = queue.Queue()
         self._stop_flag = False
         self.drain: Callable[[], list[tuple]] | None = None   # the engine's buffered messages
+        self.buffered: Callable[[], bool] = lambda: False
 
     def run(self) -> None:
         conn = self.store.connect()
         try:
             while True:
+                # idle, it sleeps until something is put; with messages buffered, it comes back
+                # for them within _MSG_LINGER (the engine wakes it when its buffer starts filling)
                 try:
-                    items = [self.q.get(timeout=_MSG_LINGER)]
+                    items = [self.q.get(timeout=_MSG_LINGER if self.buffered() else None)]
                 except queue.Empty:
                     items = []
                 while len(items) < 2000:
@@ -316,6 +319,7 @@ class RunEngine:
         self._msg_buf: list[tuple] = []
         self._persister = _Persister(store)
         self._persister.drain = self._drain_messages
+        self._persister.buffered = lambda: bool(self._msg_buf)
         self._persister.start()
         self._conn = store.connect()
         self.interrupted_on_start = runlog.mark_dead_runs_interrupted(self._conn)
@@ -367,12 +371,15 @@ class RunEngine:
 
     def _buffer(self, rows: list[tuple]) -> None:
         with self._msg_lock:
+            wake = not self._msg_buf
             self._msg_buf.extend(rows)
             batch = None
             if len(self._msg_buf) >= 512:
                 batch, self._msg_buf = self._msg_buf, []
         if batch:
             self._persister.put_messages(batch)
+        elif wake:
+            self._persister.q.put(("wake",))   # an idle persister blocks on its queue
 
     def _publish_many(self, run_id: int, kind: EventKind, rows: list[tuple]) -> None:
         """Many messages of one kind: rows of (text, code, line, barcode, patron_id)."""
