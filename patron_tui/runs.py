@@ -26,6 +26,7 @@ from typing import Any, TypeVar
 
 from patron_tui.models import EventKind, RunEvent, RunStatus
 from patron_tui.store import ChangesetWriter, Store
+from patron_tui.store.db import DatabaseBusy
 from patron_tui.store import runlog
 
 T = TypeVar("T")
@@ -163,14 +164,12 @@ class _Persister(threading.Thread):
             try:
                 runlog.add_messages(conn, msgs)
                 break
-            except sqlite3.OperationalError as exc:
-                if "locked" not in str(exc) and "busy" not in str(exc):
-                    raise
-                time.sleep(0.05)
+            except DatabaseBusy:
+                time.sleep(0.05)   # a data transaction holds the lock: these wait, they are not lost
         for run_id, (done, total) in progress.items():
             try:
                 runlog.set_progress(conn, run_id, done, total)
-            except sqlite3.OperationalError:
+            except (sqlite3.OperationalError, DatabaseBusy):
                 pass  # best effort: a newer progress will follow
         for b in barriers:
             b.set()
@@ -455,9 +454,9 @@ class RunEngine:
             status = RunStatus.CANCELLED
             error = "cancelled by the operator"
             ctx.warning("Run cancelled: nothing it was writing was kept.", code="cancelled")
-        except RunFailed as exc:
+        except (RunFailed, DatabaseBusy) as exc:
             error = str(exc)
-            ctx.error(error, code="failed")
+            ctx.error(error, code="failed" if isinstance(exc, RunFailed) else "busy")
         except Exception as exc:  # the run fails, the console does not
             error = f"{type(exc).__name__}: {exc}"
             ctx.error(f"Run failed: {error}", code="crash")

@@ -344,3 +344,35 @@ def test_pool_map_stops_submitting_when_cancelled():
         pool.shutdown()
     assert results == [0, 1, 2]
     assert len(pulled) <= 3 + 2 * pool.size + 1
+
+
+def test_a_run_that_cannot_get_the_write_lock_fails_with_a_sentence_and_changes_nothing(tmp_path, monkeypatch):
+    import patron_tui.store.db as db_mod
+    from patron_tui.store.db import connect
+
+    monkeypatch.setattr(db_mod, "BUSY_TIMEOUT_MS", 100)
+    store = Store.create(tmp_path / "busy.db", operator="tester")
+    engine = RunEngine(store)
+
+    def write(ctx):
+        other = connect(store.path)          # a second process writing, as far as SQLite can tell
+        other.execute("BEGIN IMMEDIATE")
+        try:
+            with ctx.writer() as w:
+                w.insert("sites", {"code": "NEW", "name": "New"})
+        finally:
+            other.execute("ROLLBACK")
+            other.close()
+
+    try:
+        handle = engine.execute("test", "Busy", write)
+    finally:
+        engine.shutdown()
+    assert handle.status.value == "failed"
+    assert handle.error.startswith("the database is busy") and "nothing was changed" in handle.error
+    conn = store.connect()
+    assert conn.execute("SELECT count(*) FROM sites WHERE code = 'NEW'").fetchone()[0] == 0
+    (code,) = conn.execute("SELECT code FROM run_messages WHERE run_id = ? AND level = 'error'",
+                           (handle.run_id,)).fetchone()
+    conn.close()
+    assert code == "busy"

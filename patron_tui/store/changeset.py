@@ -57,6 +57,8 @@ from operator import itemgetter
 from datetime import datetime, timezone
 from typing import Any, Literal
 
+from patron_tui.store.db import begin_immediate
+
 Row = Mapping[str, Any]
 Key = Any  # a single primary-key value, or a tuple for composite keys
 
@@ -99,6 +101,7 @@ class WriterClosed(RuntimeError):
     pass
 
 
+
 class ChangesetWriter:
     """A write transaction that journals every row it touches.
 
@@ -121,7 +124,7 @@ class ChangesetWriter:
 
     # -- transaction -----------------------------------------------------------
     def __enter__(self) -> "ChangesetWriter":
-        self.conn.execute("BEGIN IMMEDIATE")
+        begin_immediate(self.conn)
         self._open = True
         self.ts = utc_now()
         return self

@@ -47,10 +47,27 @@ def as_database(conn: sqlite3.Connection) -> sqlite_utils.Database:
     return sqlite_utils.Database(conn)
 
 
+class DatabaseBusy(RuntimeError):
+    """Another run or program held the write lock for longer than the busy timeout."""
+
+
+def begin_immediate(conn: sqlite3.Connection) -> None:
+    """`BEGIN IMMEDIATE`, or DatabaseBusy with a sentence when the write lock stays taken."""
+    try:
+        conn.execute("BEGIN IMMEDIATE")
+    except sqlite3.OperationalError as exc:
+        if "locked" not in str(exc) and "busy" not in str(exc):
+            raise
+        raise DatabaseBusy(
+            "the database is busy: another run or program kept writing for longer than the busy "
+            "timeout; nothing was changed. Try again when that one has ended (the Job Manager and "
+            "`patron-tui runs` show what is running).") from None
+
+
 @contextmanager
 def write_transaction(conn: sqlite3.Connection) -> Iterator[sqlite3.Connection]:
     """`BEGIN IMMEDIATE` ... `COMMIT`, rolled back on any exception."""
-    conn.execute("BEGIN IMMEDIATE")
+    begin_immediate(conn)
     try:
         yield conn
     except BaseException:
