@@ -354,3 +354,32 @@ def test_stamp_journals_runs_of_keys_per_old_value_and_skips_rows_already_stampe
     by_old = {json.loads(j["before"])["last_seen_import_at"]: json.loads(j["row_key"])["id"] for j in js}
     assert by_old == {"day 1": [[ids[0], ids[1]], [ids[3], ids[4]]], None: [[ids[5], ids[8]]]}
     assert all(json.loads(j["after"]) == {"last_seen_import_at": "day 2"} for j in js)
+
+
+def test_insert_values_takes_consecutive_ids_and_journals_one_range(conn, run_id):
+    now = utc_now()
+    with ChangesetWriter(conn, operator="ann", run_id=run_id) as w:
+        first = w.insert_values(
+            "patrons", ("barcode", "last_name", "first_name"),
+            [("P1", "O'Brien", "Zoë"), ("", "Lee", "Bo"), ("P3", "[b]x[/b]", "")],
+            wrap={"barcode": "nullif(?, '')"},
+            constants={"site": "UNION", "created_at": now, "updated_at": now})
+    rows = conn.execute("SELECT id, barcode, last_name, first_name, created_at FROM patrons WHERE id >= ?"
+                        " ORDER BY id", (first,)).fetchall()
+    assert [tuple(r) for r in rows] == [(first, "P1", "O'Brien", "Zoë", now), (first + 1, None, "Lee", "Bo", now),
+                                        (first + 2, "P3", "[b]x[/b]", "", now)]
+    assert [(j["op"], j["row_key"], j["run_id"]) for j in journal(conn, table_name="patrons")
+            if j["run_id"] == run_id] == [("insert_range", f"{first}..{first + 2}", run_id)]
+
+
+def test_insert_values_quotes_constants_and_refuses_what_it_cannot_write(conn, run_id):
+    with ChangesetWriter(conn, operator="ann", run_id=run_id) as w:
+        first = w.insert_values("patrons", ("barcode", "last_name"), [("Q1", "Quote")],
+                                constants={"first_name": "it's'); DROP TABLE patrons; --", "site": "UNION",
+                                           "created_at": "x", "updated_at": "x"})
+        with pytest.raises(TypeError):
+            w.insert_values("patrons", ("barcode",), [("Q2",)], constants={"created_at": b"x"})
+        with pytest.raises(ValueError):
+            w.insert_values("profile_subjects", ("subject",), [("x",)])
+    assert conn.execute("SELECT first_name FROM patrons WHERE id = ?", (first,)).fetchone()[0] == \
+        "it's'); DROP TABLE patrons; --"

@@ -482,3 +482,33 @@ def test_a_mapping_process_that_dies_fails_the_run_and_changes_nothing(store, en
     h = run(engine, csv_path, props, process=True)
     assert h.status.value == "failed" and "mapping process ended (exit status 1)" in h.error
     assert _snapshot(store, 0)[0] == before
+
+
+@pytest.mark.parametrize("process", [False, True])
+def test_a_later_chunk_names_the_line_that_added_the_patron(tmp_path, process):
+    """Adds are remembered per range of ids (consecutive lines) or per patron (a gap): a
+    later record for the same patron, or taking its barcode, names the line that added it."""
+    store = district(tmp_path / "district.db", [])
+    csv_path, props = write(tmp_path, [
+        "N1,NB1,One,Ann,HS,,,", "N2,NB2,Two,Bo,HS,,,", "N3,NB3,Three,Cy,HS,,,",   # lines 2-4: a range
+        "N4,NB4,Four,Di,HS,,,", "N0,NB0,,Nobody,HS,,,", "N5,NB5,Five,Ed,HS,,,",   # lines 5, 7: a gap
+        "N2,NB2,Two,Bo,HS,,,", "N5,NB5,Five,Ed,HS,,,", "N9,NB1,Nine,Flo,HS,,,",  # lines 8-10
+    ])
+    eng = RunEngine(store, pool_size=2)
+    try:
+        h = eng.execute("import", "Import", lambda ctx: run_import(
+            ctx, path=csv_path, properties_path=props, chunk_size=3, process=process))
+    finally:
+        eng.shutdown()
+    assert h.status.value == "succeeded", h.error
+    assert (h.summary["added"], h.summary["skipped"]) == (5, 4)
+    texts = {m["line"]: m["text"] for m in messages(store, h.run_id, "skipped")}
+    assert "same patron as line 3 " in texts[8]
+    assert "same patron as line 7 " in texts[9]
+    assert "already taken by the record on line 2 of this file" in texts[10]
+    assert patron(store, district_id="N5")["barcode"] == "NB5" and patron(store, district_id="N9") is None
+    conn = store.connect()
+    ranges = conn.execute("SELECT row_key FROM change_journal WHERE run_id = ? AND op = 'insert_range'",
+                          (h.run_id,)).fetchall()
+    conn.close()
+    assert [r[0] for r in ranges] == [f"{a}..{b}" for a, b in ((2, 4), (5, 6))]   # id 1 is the Unknown Patron

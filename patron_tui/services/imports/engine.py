@@ -291,6 +291,8 @@ class _Import:
         self.now = ""
         self.carried = set(mapping.fields) | set(mapping.defaults) | (set(mapping.custom) & set(PATRON_FIELDS))
         self.keys: tuple[str, ...] = ()
+        self.ix: dict[str, int] = {}
+        self.unique: tuple[tuple[str, int], ...] = ()
         self.nkeys = 0
         self.sel_cols: tuple[str, ...] = ()
         self.select = ""
@@ -319,8 +321,14 @@ class _Import:
         self.sel_cols = ("id", "import_fingerprint", "last_seen_import_at", *self.keys, *extra)
         self.select = ", ".join(self.sel_cols)
         self.nkeys = len(self.keys)
+        self.ix = {fld: i for i, fld in enumerate(self.keys)}
+        self.unique = tuple((fld, self.ix[fld]) for fld in UNIQUE_FIELDS if fld in self.ix)
+        # which line of the file matched or added a patron: per patron, or per range of added ids
         conn.execute("CREATE TEMP TABLE IF NOT EXISTS _import_seen (id INTEGER PRIMARY KEY, line INTEGER)")
+        conn.execute("CREATE TEMP TABLE IF NOT EXISTS _import_added"
+                     " (first_id INTEGER PRIMARY KEY, last_id INTEGER NOT NULL, first_line INTEGER NOT NULL)")
         conn.execute("DELETE FROM temp._import_seen")
+        conn.execute("DELETE FROM temp._import_added")
         if self.mode == "incremental":
             # one text from SQLite and one split: a cursor's 200,000 one-value rows cost twice that
             (text,) = conn.execute("SELECT group_concat(import_fingerprint) FROM patrons"
@@ -362,6 +370,7 @@ class _Import:
 
     def finish(self, writer) -> None:
         writer.conn.execute("DELETE FROM temp._import_seen")
+        writer.conn.execute("DELETE FROM temp._import_added")
 
     def run_in_threads(self, writer, reader: RowReader, chunk_size: int) -> None:
         """Read in this thread, map in the worker pool, decide and write in this thread."""
@@ -456,8 +465,13 @@ class _Import:
         return dict(zip(self.sel_cols, stored))
 
     def _seen_line(self, conn, pid: int) -> int | None:
+        """The line of this file that added or matched patron `pid`, if any."""
         row = conn.execute("SELECT line FROM temp._import_seen WHERE id = ?", (pid,)).fetchone()
-        return row[0] if row else None
+        if row:
+            return row[0]
+        row = conn.execute("SELECT first_line + (? - first_id), last_id FROM temp._import_added"
+                           " WHERE first_id <= ? ORDER BY first_id DESC LIMIT 1", (pid, pid)).fetchone()
+        return row[0] if row and row[1] >= pid else None
 
     def apply(self, writer, chunk: list) -> None:
         counts = self.counts
@@ -479,35 +493,38 @@ class _Import:
             self._decide(writer, good)
 
     def _decide(self, writer, good: list[tuple]) -> None:
+        """Decide and write one chunk's good records, each (line, values, None, fingerprint)
+        with `values` in `self.keys` order."""
         conn = writer.conn
         now = self.now
+        keys, ix = self.keys, self.ix
         match = self.mapping.match
         other = "barcode" if match == "district_id" else "district_id"
-        sel = self.sel_cols
+        mi, oi, bi, si = ix.get(match), ix.get(other), ix.get("barcode"), ix.get("site")
+        unique = self.unique   # (field, index in values); its stored column is 3 + index
         # 1. the patron each record names
         keyed: list[tuple[str | None, str | None]] = []
         want: dict[str, set[str]] = {match: set(), other: set()}
-        for _line, f, _p, _fp in good:
-            v = f.get(match)
+        for _line, vals, _p, _fp in good:
+            v = vals[mi] if mi is not None else None
             if v:
                 kf, key = match, str(v)
             else:
-                v = f.get(other)
+                v = vals[oi] if oi is not None else None
                 kf, key = (other, str(v)) if v else (None, None)
             keyed.append((kf, key))
             if kf:
                 want[kf].add(key)
         stored = {fld: self._fetch(conn, fld, vals) for fld, vals in want.items()}
         # 2. holders of the other unique values, where they differ from the named patron's
-        unique = [(fld, sel.index(fld)) for fld in UNIQUE_FIELDS if fld in self.keys]
         need: dict[str, set[str]] = {fld: set() for fld in UNIQUE_FIELDS}
-        for (_line, f, _p, _fp), (kf, key) in zip(good, keyed):
+        for (_line, vals, _p, _fp), (kf, key) in zip(good, keyed):
             if kf is None:
                 continue
             existing = stored[kf].get(key)
-            for fld, col in unique:
-                v = f.get(fld)
-                if v and fld != kf and (existing is None or existing[col] != v):
+            for fld, i in unique:
+                v = vals[i]
+                if v and fld != kf and (existing is None or existing[3 + i] != v):
                     need[fld].add(str(v))
         holders: dict[str, dict[str, tuple]] = {}
         for fld in UNIQUE_FIELDS:
@@ -515,22 +532,25 @@ class _Import:
             missing = need[fld] - known.keys()
             holders[fld] = {**known, **self._fetch(conn, fld, missing)} if missing else known
 
-        adds: list[tuple[int, dict[str, Any]]] = []
+        adds: list[tuple[int, Any, str]] = []   # (line, values tuple or fields dict, fingerprint)
         infos: list[tuple[str, int, Any, int | None]] = []
         counts = self.counts
         sites, nkeys, end = self.sites, self.nkeys, 3 + self.nkeys
+        errors_only = self.errors_only
         if (not any(stored.values()) and not any(holders.values()) and all(kf for kf, _ in keyed)
-                and all(len(set(vals)) == len(vals)
-                        for vals in ([f[fld] for _, f, _, _ in good if f.get(fld)] for fld, _ in unique))):
+                and all(len(set(col)) == len(col)
+                        for col in ([vals[i] for _, vals, _, _ in good if vals[i]] for _, i in unique))):
             # nobody holds what this chunk names, and no two records name the same value:
             # every record is a new patron (a first load goes this way)
-            errors_only = self.errors_only
-            for line, f, _p, fp in good:
-                if "site" in f and f["site"] not in sites or not f.get("site"):
-                    f = self._site(f, None, line, f.get("barcode") or None)
-                adds.append((line, new_patron_row(f, now=now, fingerprint=fp)))
+            for line, vals, _p, fp in good:
+                if si is None or vals[si] not in sites:
+                    f = self._site(dict(zip(keys, vals)), None, line, vals[bi] or None if bi is not None else None)
+                    adds.append((line, f, fp))
+                else:
+                    adds.append((line, vals, fp))
                 if not errors_only:
-                    infos.append((f"line {line}: added {_name(f)}", line, f.get("barcode") or None, None))
+                    infos.append((f"line {line}: added {self._name_of(vals)}", line,
+                                  vals[bi] or None if bi is not None else None, None))
             counts["added"] += len(adds)
             self._write(writer, adds=adds, infos=infos)
             return
@@ -544,8 +564,8 @@ class _Import:
         refresh: list[tuple[int, dict[str, Any]]] = []
         conflicts: list[dict[str, Any]] = []
         incremental = self.mode == "incremental"
-        for (line, f, _p, fp), (kf, key) in zip(good, keyed):
-            barcode = f.get("barcode") or None
+        for (line, vals, _p, fp), (kf, key) in zip(good, keyed):
+            barcode = vals[bi] or None if bi is not None else None
             if kf is None:
                 self.skip("missing_key", line, f"line {line}: no {match.replace('_', ' ')} and no "
                           f"{other.replace('_', ' ')} to match the record on", barcode)
@@ -576,45 +596,49 @@ class _Import:
             # a unique value someone else holds (stored, or claimed earlier in this chunk)?
             # the quick test here; _conflict says which and why
             taken = False
-            for fld, col in unique:
-                v = f.get(fld)
-                if v and (existing is None or existing[col] != v):
+            for fld, i in unique:
+                v = vals[i]
+                if v and (existing is None or existing[3 + i] != v):
                     h = holders[fld].get(v)
                     c = claimed[fld].get(v)
                     if h is not None and h[0] != target or c is not None and c[1] != target:
                         taken = True
                         break
-            conflict = self._conflict(conn, line, f, holders, claimed, target, existing) if taken else None
-            if conflict is not None:
-                fld, value, holder_id = conflict
-                conflicts.append({
-                    "run_id": self.ctx.run_id, "line": line, "field": fld, "value": value,
-                    "holder_id": holder_id, "target_id": target if target > 0 else None,
-                    "incoming": json.dumps({"fields": self._site(dict(f), existing, line, None, warn=False),
-                                            "fingerprint": fp,
-                                            "protect": sorted(self.protect), "mode": self.mode},
-                                           ensure_ascii=False, default=str),
-                })
-                continue
+            f: dict[str, Any] | None = None
+            if taken:
+                f = dict(zip(keys, vals))
+                conflict = self._conflict(conn, line, f, holders, claimed, target, existing)
+                if conflict is not None:
+                    fld, value, holder_id = conflict
+                    conflicts.append({
+                        "run_id": self.ctx.run_id, "line": line, "field": fld, "value": value,
+                        "holder_id": holder_id, "target_id": target if target > 0 else None,
+                        "incoming": json.dumps({"fields": self._site(dict(f), existing, line, None, warn=False),
+                                                "fingerprint": fp,
+                                                "protect": sorted(self.protect), "mode": self.mode},
+                                               ensure_ascii=False, default=str),
+                    })
+                    continue
             # the record is accepted: claim its keys
-            for fld, _col in unique:
-                v = f.get(fld)
+            for fld, i in unique:
+                v = vals[i]
                 if v:
                     claimed[fld].setdefault(v, (line, target))
-            if "site" in f and f["site"] not in sites or existing is None and not f.get("site"):
-                f = self._site(f, existing, line, barcode)
+            if si is None and existing is None or si is not None and vals[si] not in sites:
+                # an unknown site or none: the Union Site for a new patron; a blank one is dropped
+                f = self._site(f or dict(zip(keys, vals)), existing, line, barcode)
             if existing is None:
-                adds.append((line, new_patron_row(f, now=now, fingerprint=fp)))
+                adds.append((line, vals if f is None else f, fp))
                 counts["added"] += 1
-                if not self.errors_only:
-                    infos.append((f"line {line}: added {_name(f)}", line, barcode, None))
+                if not errors_only:
+                    infos.append((f"line {line}: added {self._name_of(vals)}", line, barcode, None))
                 continue
             seen[target] = line
-            if len(f) == nkeys and tuple(f.values()) == existing[3:end]:
+            if f is None and vals == existing[3:end]:
                 diff = None   # every carried field as stored
             else:
                 old = self._row(existing)
-                diff = patron_changes(old, f, self.protect)
+                diff = patron_changes(old, f or dict(zip(keys, vals)), self.protect)
             if not diff:
                 if existing[1] != fp:
                     refresh.append((target, {"import_fingerprint": fp, "last_seen_import_at": now}))
@@ -626,13 +650,18 @@ class _Import:
             diff.update(updated_at=now, last_seen_import_at=now, import_fingerprint=fp)
             updates.append((target, diff))
             counts["updated"] += 1
-            if not self.errors_only:
+            if not errors_only:
                 infos.append((f"line {line}: updated {_name(old)}: {fields}", line,
                               barcode or old.get("barcode"), target))
         self._write(writer, adds=adds, infos=infos, updates=updates, refresh=refresh, stamps=stamps, seen=seen,
                     conflicts=conflicts)
 
-    def _write(self, writer, *, adds: list[tuple[int, dict[str, Any]]], infos: list[tuple[str, int, Any, int | None]],
+    def _name_of(self, vals: tuple) -> str:
+        fn, ln = self.ix.get("first_name"), self.ix.get("last_name")
+        return _name({"first_name": vals[fn] if fn is not None else None,
+                      "last_name": vals[ln] if ln is not None else None})
+
+    def _write(self, writer, *, adds: list[tuple[int, Any, str]], infos: list[tuple[str, int, Any, int | None]],
                updates=(), refresh=(), stamps=(), seen: dict[int, int] | None = None, conflicts=()) -> None:
         """Apply one chunk's decisions, then report them."""
         conn, now = writer.conn, self.now
@@ -644,10 +673,25 @@ class _Import:
             writer.stamp("patrons", "last_seen_import_at", now, stamps)
         seen_rows = list(seen.items()) if seen else []
         if adds:
-            first_id = conn.execute("SELECT coalesce(max(id), 0) + 1 FROM patrons").fetchone()[0]
-            # fresh consecutive ids (the writer holds the lock): journalled as one insert_range
-            writer.insert_many("patrons", [row for _, row in adds], journal="range")
-            seen_rows += [(first_id + i, line) for i, (line, _) in enumerate(adds)]
+            if all(v.__class__ is tuple for _, v, _ in adds):
+                # values tuples straight into the insert: blank unique values become NULL in SQL
+                first_id = writer.insert_values(
+                    "patrons", (*self.keys, "import_fingerprint"), [(*v, fp) for _, v, fp in adds],
+                    wrap={k: "nullif(?, '')" for k in UNIQUE_FIELDS if k in self.ix},
+                    constants={"created_at": now, "updated_at": now, "last_seen_import_at": now})
+            else:
+                first_id = conn.execute("SELECT coalesce(max(id), 0) + 1 FROM patrons").fetchone()[0]
+                # fresh consecutive ids (the writer holds the lock): journalled as one insert_range
+                writer.insert_many("patrons", [
+                    new_patron_row(v if v.__class__ is dict else dict(zip(self.keys, v)), now=now, fingerprint=fp)
+                    for _, v, fp in adds], journal="range")
+            lines = [line for line, _, _ in adds]
+            if lines[-1] - lines[0] == len(lines) - 1:
+                # consecutive lines (lines only grow): one row says which line added which id
+                conn.execute("INSERT INTO temp._import_added VALUES (?, ?, ?)",
+                             (first_id, first_id + len(lines) - 1, lines[0]))
+            else:
+                seen_rows += [(first_id + i, line) for i, line in enumerate(lines)]
         if seen_rows:
             conn.execute("INSERT OR IGNORE INTO temp._import_seen SELECT value ->> 0, value ->> 1 FROM json_each(?)",
                          (json.dumps(seen_rows),))

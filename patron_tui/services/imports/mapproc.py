@@ -30,7 +30,10 @@ _END = b"end"
 
 
 def map_chunk(mapper, seed: bytes, chunk: list) -> list:
-    """Each reader item -> a Problem or (line, fields, problems, fingerprint)."""
+    """Each reader item -> a Problem, (line, fields, problems, fingerprint) for a record with
+    problems, or (line, values, None, fingerprint) for a good one: `values` is the tuple of its
+    fields in the mapper's `fields` order (every good record carries all of them). Tuples
+    cross the pipe and reach the writer's insert for less than dicts."""
     out: list = []
     append = out.append
     hexdigest = line_hasher(seed)
@@ -41,7 +44,7 @@ def map_chunk(mapper, seed: bytes, chunk: list) -> list:
         line, row, raw = item
         fp = hexdigest(raw if raw is not None else "\x1f".join(row).encode("utf-8", "surrogatepass"))
         fields, problems = mapper(row, line)
-        append((line, fields, problems, fp))
+        append((line, fields, problems, fp) if problems else (line, tuple(fields.values()), None, fp))
     return out
 
 
