@@ -665,6 +665,64 @@ class ChangesetWriter:
                 return r["type"].upper() == "INTEGER"
         return False
 
+    # -- set-based update over a key table (batch profile updates) ---------------------------
+    def update_where(
+        self,
+        table: str,
+        changes: Mapping[str, Any],
+        *,
+        keys: str,
+        values: Mapping[str, str] | None = None,
+    ) -> int:
+        """Set columns on every row of an integer-keyed `table` whose key is in the temporary
+        table `keys` (column `k`, its primary key), with two set-based statements.
+
+        `changes` gives one value for every row (bound as parameters); `values` maps a column
+        to a column of `keys` holding each row's own value (`{"next_service_date": "nsd"}`).
+        Journalled as `update_many` journals: one 'update' row per row that changes, whose
+        `before` and `after` hold the change's columns, old and new values (a reader drops
+        equal pairs). Rows whose values would not change are neither written nor journalled.
+        Returns the rows changed."""
+        self._check()
+        values = dict(values or {})
+        pk = self.primary_key(table)
+        if not (len(pk) == 1 and self._is_integer_pk(table, pk[0])):
+            raise TypeError(f"update_where needs an integer-keyed table; {table} is keyed on {pk}")
+        cols = [*changes, *values]
+        if not cols:
+            return 0
+        if set(changes) & set(values):
+            raise ValueError("update_where: a column is given both a value and a key-table column")
+        for c in cols:
+            if c not in self.columns(table):
+                raise KeyError(f"{table} has no column {c!r}")
+        tab, key, src = _ident(table), _ident(pk[0]), "temp." + _ident(keys)
+        # numbered parameters: ?1..?4 the journal's run/operator/ts/table, ?5.. the values
+        exprs = [f"?{5 + i}" for i in range(len(changes))] + [f"c.{_ident(v)}" for v in values.values()]
+        differs = " OR ".join(f"t.{_ident(c)} IS NOT {e}" for c, e in zip(cols, exprs))
+        before = "json_object(" + ", ".join(f"'{c}', {_json_value(f't.{_ident(c)}')}" for c in cols) + ")"
+        after = "json_object(" + ", ".join(f"'{c}', {_json_value(e)}" for c, e in zip(cols, exprs)) + ")"
+        params = (self.run_id, self.operator, self.ts, table, *changes.values())
+        changed = self.conn.execute(
+            "INSERT INTO change_journal (run_id, operator, ts, table_name, row_key, op, before, after)"
+            f" SELECT ?1, ?2, ?3, ?4, CAST(t.{key} AS TEXT), 'update', {before}, {after}"
+            f" FROM {src} c CROSS JOIN {tab} t ON t.{key} = c.k WHERE {differs}",
+            params,
+        ).rowcount
+        if changed:
+            sets = ", ".join(
+                f"{_ident(c)} = {e}" if e.startswith("?")
+                else f"{_ident(c)} = (SELECT {e} FROM {src} c WHERE c.k = {tab}.{key})"
+                for c, e in zip(cols, exprs))
+            # ?1..?4 are not used here; numbered parameters still bind by position
+            self.conn.execute(
+                f"UPDATE {tab} SET {sets} WHERE {key} IN"
+                f" (SELECT c.k FROM {src} c CROSS JOIN {tab} t ON t.{key} = c.k WHERE {differs})",
+                params if changes else (),
+            )
+        self.counts["update"] += changed
+        return changed
+
 
 def inserted_image(conn: sqlite3.Connection, table: str, row_key: str, journal_id: int) -> dict[str, Any] | None:
     """The row an insert created (see the module doc): the row as it is now, or as

@@ -388,12 +388,32 @@ _V5 = (
     )""",
 )
 
+# Batch profile updates (services/batch.py) ask the service-queue filler
+# (services/queue_fill.py) to fill the queues of the profiles they touched: one request row
+# per profile, done when the filler has filled that queue (in the same transaction as the
+# queue rows it wrote), so a killed filler resumes at the first request not done and never
+# fills a queue twice. At most one request per profile is pending at a time.
+_V6 = (
+    """CREATE TABLE queue_fill_requests (
+        id INTEGER PRIMARY KEY,
+        profile_id INTEGER NOT NULL REFERENCES patron_profiles(id) ON DELETE CASCADE,
+        run_id INTEGER REFERENCES runs(id) ON DELETE SET NULL,
+        requested_at TEXT NOT NULL,
+        done_at TEXT,
+        fill_run_id INTEGER REFERENCES runs(id) ON DELETE SET NULL,
+        added INTEGER
+    )""",
+    "CREATE UNIQUE INDEX queue_fill_pending ON queue_fill_requests(profile_id) WHERE done_at IS NULL",
+    "CREATE INDEX queue_fill_profile ON queue_fill_requests(profile_id)",
+)
+
 MIGRATIONS: tuple[Migration, ...] = (
     Migration(1, "patron store, reference tables, catalog, jobs, runs, journal", _V1),
     Migration(2, "indexes for search statements", _V2),
     Migration(3, "import fingerprint and flag columns on patrons", _V3),
     Migration(4, "import conflicts kept for resolution; import fingerprints of source lines", _V4),
     Migration(5, "scheduled jobs: SFTP key authentication, job leases", _V5),
+    Migration(6, "service-queue fill requests of batch profile updates", _V6),
 )
 
 SCHEMA_VERSION = MIGRATIONS[-1].version

@@ -1,0 +1,42 @@
+"""Who may do what: the operators table's permissions, checked in one place.
+
+An operator is the login name in `operators`; a login that is not there has no permission at
+all. Security level 0 (district administrator) may do everything.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+
+__all__ = ["PermissionDenied", "may_use_batch_tools", "require_batch_tools"]
+
+BATCH_TOOLS = "may use batch tools"
+
+
+class PermissionDenied(PermissionError):
+    """An operator lacks a permission; str(exc) is a sentence naming it."""
+
+
+def _operator(conn: sqlite3.Connection, login: str) -> sqlite3.Row | None:
+    return conn.execute(
+        "SELECT security_level, may_use_batch_tools FROM operators WHERE login_name = ?", (login,)
+    ).fetchone()
+
+
+def may_use_batch_tools(conn: sqlite3.Connection, login: str) -> bool:
+    """Security level 0, or the operator's "may use batch tools" permission."""
+    row = _operator(conn, login)
+    return row is not None and (row["security_level"] == 0 or bool(row["may_use_batch_tools"]))
+
+
+def require_batch_tools(conn: sqlite3.Connection, login: str) -> None:
+    """PermissionDenied unless `login` may use batch tools (the Tools-menu lock)."""
+    row = _operator(conn, login)
+    if row is None:
+        raise PermissionDenied(
+            f"Operator {login!r} is not in the operators table, so they do not have the permission "
+            f"\"{BATCH_TOOLS}\"; a district administrator can add them.")
+    if not (row["security_level"] == 0 or row["may_use_batch_tools"]):
+        raise PermissionDenied(
+            f"Operator {login!r} does not have the permission \"{BATCH_TOOLS}\" (security level "
+            f"{row['security_level']}); ask a district administrator for it.")
