@@ -240,12 +240,17 @@ class RunContext:
         self.counts[kind.value] += 1
         self.engine._publish(RunEvent(self.run_id, kind, text, **kw))
 
-    def messages(self, kind: EventKind, rows: list[tuple]) -> None:
+    def messages(self, kind: EventKind, rows: list[tuple], *, conn: sqlite3.Connection | None = None) -> None:
         """Many messages of one kind at once (an import's per-record lines): rows of
-        (text, code, line, barcode, patron_id)."""
+        (text, code, line, barcode, patron_id).
+
+        With `conn` (the run's own connection, inside its write transaction) the rows are
+        written there and then: messages that describe the transaction's changes ("added ...")
+        commit or roll back with them, and never pile up in memory waiting for the write lock
+        the transaction holds."""
         if rows:
             self.counts[kind.value] += len(rows)
-            self.engine._publish_many(self.run_id, kind, rows)
+            self.engine._publish_many(self.run_id, kind, rows, conn=conn)
 
     def info(self, text: str, **kw: Any) -> None:
         self._message(EventKind.INFO, text, **kw)
@@ -380,12 +385,16 @@ class RunEngine:
         elif wake:
             self._persister.q.put(("wake",))   # an idle persister blocks on its queue
 
-    def _publish_many(self, run_id: int, kind: EventKind, rows: list[tuple]) -> None:
+    def _publish_many(self, run_id: int, kind: EventKind, rows: list[tuple], *,
+                      conn: sqlite3.Connection | None = None) -> None:
         """Many messages of one kind: rows of (text, code, line, barcode, patron_id)."""
         ts = time.time()
         stamp, value = _utc_stamp(ts), kind.value
-        self._buffer([(run_id, stamp, value, code, line, barcode, pid, text)
-                      for text, code, line, barcode, pid in rows])
+        if conn is not None:
+            runlog.insert_messages(conn, run_id, stamp, value, rows)
+        else:
+            self._buffer([(run_id, stamp, value, code, line, barcode, pid, text)
+                          for text, code, line, barcode, pid in rows])
         subscribers = self._subscribers
         if subscribers:   # events only for someone who listens
             for text, code, line, barcode, pid in rows:

@@ -268,6 +268,32 @@ def test_dry_run_changes_nothing_and_reports_the_same(store, engine, tmp_path):
     keys = ("read", "added", "updated", "unchanged", "skipped", "conflicts", "warnings", "errors", "by_code")
     assert {k: dry.summary[k] for k in keys} == {k: real.summary[k] for k in keys}
     assert dry.summary["dry_run"] is True and real.summary["added"] == 2
+    # the dry run's summary keeps its per-record lines, as the real run's does
+    dry_lines = [(m["code"], m["line"]) for m in messages(store, dry.run_id) if m["code"] in ("added", "updated")]
+    real_lines = [(m["code"], m["line"]) for m in messages(store, real.run_id) if m["code"] in ("added", "updated")]
+    assert dry_lines == real_lines and len(real_lines) == 3
+
+
+def test_a_rolled_back_import_keeps_its_problems_but_not_its_added_lines(store, engine, tmp_path, monkeypatch):
+    """'added'/'updated' lines are written in the data transaction: a failed run never claims
+    changes it did not make; its skipped records are still reported."""
+    rows = ["D5,,x,y,HS,,,"] + [f"N{i},NB{i},Last{i},First{i},HS,,," for i in range(30)]
+    csv_path, props = write(tmp_path, rows)
+    real_apply = engine_mod._Import.apply
+    calls = {"n": 0}
+
+    def failing_apply(self, writer, chunk):
+        calls["n"] += 1
+        if calls["n"] == 3:
+            raise RuntimeError("disk on fire")
+        return real_apply(self, writer, chunk)
+
+    monkeypatch.setattr(engine_mod._Import, "apply", failing_apply)
+    h = run(engine, csv_path, props, chunk_size=10)
+    assert h.status.value == "failed"
+    codes = [m["code"] for m in messages(store, h.run_id)]
+    assert "missing_required" in codes and calls["n"] == 3
+    assert "added" not in codes
 
 
 def test_a_missing_mapped_column_fails_and_changes_nothing(store, engine, tmp_path):

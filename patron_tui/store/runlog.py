@@ -84,6 +84,16 @@ def add_messages(conn: sqlite3.Connection, rows: Sequence[tuple]) -> None:
         )
 
 
+def insert_messages(conn: sqlite3.Connection, run_id: int, ts: str, level: str, rows: Sequence[tuple]) -> None:
+    """Messages of one run, time and level, written inside the caller's transaction:
+    rows of (text, code, line, barcode, patron_id)."""
+    conn.executemany(
+        "INSERT INTO run_messages (run_id, ts, level, code, line, barcode, patron_id, text)"
+        f" VALUES ({int(run_id)}, ?, ?, ?, ?, ?, ?, ?)",
+        [(ts, level, code, line, barcode, pid, text) for text, code, line, barcode, pid in rows],
+    )
+
+
 def mark_dead_runs_interrupted(conn: sqlite3.Connection) -> list[int]:
     """Runs left 'running' by a process of this host that no longer exists."""
     host = host_name()

@@ -277,6 +277,7 @@ class _Import:
         self.columns = columns
         self.mode = mode
         self.errors_only = errors_only
+        self.dry_run = False
         self.protect = frozenset(mapping.protect)
         self.seed = mapping_seed(mapping, columns)
         self.counts = {"read": 0, "added": 0, "updated": 0, "unchanged": 0, "skipped": 0, "conflicts": 0}
@@ -698,9 +699,11 @@ class _Import:
         for conflict in conflicts:
             writer.insert("import_conflicts", conflict)
         if infos:
+            # "added"/"updated" lines are written in this transaction: they commit or roll back
+            # with what they describe (a dry run's go through the persister: they must stay)
             self.ctx.messages(EventKind.INFO, [
                 (text, "added" if pid is None else "updated", line, str(barcode) if barcode else None, pid)
-                for text, line, barcode, pid in infos])
+                for text, line, barcode, pid in infos], conn=None if self.dry_run else conn)
 
     def _site(self, values: dict[str, Any], existing, line: int, barcode, *, warn: bool = True) -> dict[str, Any]:
         """An unknown site (or none, for a new patron) -> the Union Site, with a warning."""
