@@ -40,3 +40,41 @@ def require_batch_tools(conn: sqlite3.Connection, login: str) -> None:
         raise PermissionDenied(
             f"Operator {login!r} does not have the permission \"{BATCH_TOOLS}\" (security level "
             f"{row['security_level']}); ask a district administrator for it.")
+
+
+# -- Reset Patron Accounts (issue 8) ---------------------------------------------------------
+
+RESET_PASSWORDS = "may reset patron passwords"
+__all__ += ["may_reset_passwords", "operator_level", "outranks", "require_password_reset"]
+
+
+def operator_level(conn: sqlite3.Connection, login: str) -> int | None:
+    """The operator's security level (0 = district administrator), None when not an operator."""
+    row = _operator(conn, login)
+    return None if row is None else int(row["security_level"])
+
+
+def outranks(operator_level: int, level: int | None) -> bool:
+    """Whether an operator at `operator_level` may change a patron (or group) at security
+    level `level`: only a higher level number than their own, except level 0, who may change
+    all. An unknown level is never outranked except by level 0."""
+    if operator_level == 0:
+        return True
+    return level is not None and level > operator_level
+
+
+def may_reset_passwords(conn: sqlite3.Connection, login: str) -> bool:
+    """Security level 0, or the operator's "may reset patron passwords" permission."""
+    row = conn.execute("SELECT security_level, may_reset_passwords FROM operators WHERE login_name = ?",
+                       (login,)).fetchone()
+    return row is not None and (row["security_level"] == 0 or bool(row["may_reset_passwords"]))
+
+
+def require_password_reset(conn: sqlite3.Connection, login: str) -> None:
+    """PermissionDenied unless `login` may use batch tools AND reset patron passwords (the two
+    permissions Reset Patron Accounts needs)."""
+    require_batch_tools(conn, login)
+    if not may_reset_passwords(conn, login):
+        raise PermissionDenied(
+            f"Operator {login!r} does not have the permission \"{RESET_PASSWORDS}\" (security level "
+            f"{operator_level(conn, login)}); ask a district administrator for it.")
