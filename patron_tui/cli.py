@@ -63,6 +63,9 @@ def build_parser() -> argparse.ArgumentParser:
     prot.add_argument("patrons", nargs="+", metavar="PATRON", help="barcode, district ID or #id")
     prot.add_argument("--off", action="store_true", help="clear the flag instead")
 
+    from patron_tui import cli_mail   # mail-settings, mail-test
+
+    cli_mail.register(sub)
     from patron_tui import cli_jobs   # jobs, runs, scheduler, run-due
 
     cli_jobs.register(sub)
@@ -183,6 +186,10 @@ def _main(argv: list[str] | None) -> int:
         return _cmd_resolve(db_path, args, parser)
     if args.command == "protect":
         return _cmd_protect(db_path, args)
+    if args.command in ("mail-settings", "mail-test"):
+        from patron_tui.cli_mail import main_mail
+
+        return main_mail(db_path, args)
     if args.command in ("jobs", "runs", "scheduler", "run-due"):
         from patron_tui.cli_jobs import main_jobs
 
