@@ -69,6 +69,9 @@ def build_parser() -> argparse.ArgumentParser:
     from patron_tui import cli_jobs   # jobs, runs, scheduler, run-due
 
     cli_jobs.register(sub)
+    from patron_tui import cli_batch   # batch-update, fill-queues
+
+    cli_batch.register(sub)
     return parser
 
 
@@ -194,6 +197,10 @@ def _main(argv: list[str] | None) -> int:
         from patron_tui.cli_jobs import main_jobs
 
         return main_jobs(db_path, args)
+    if args.command in ("batch-update", "fill-queues"):
+        from patron_tui.cli_batch import main_batch
+
+        return main_batch(db_path, args)
     parser.error(f"unknown command {args.command}")
     return 2
 

@@ -270,18 +270,40 @@ def _check(conn: sqlite3.Connection, update: BatchUpdate) -> BatchUpdate:
 
 
 # -- the target tables -------------------------------------------------------------------------
-# temp._batch_patrons (patron_id, nsd): every patron of the set, with its spaced date;
-# temp._batch_keys (k = profile id, patron_id, nsd): those who have a profile of the medium
+# temp._batch_keys (k = profile id, patron_id, nsd): the target patrons who have a profile of
+# the medium, with their spaced date; temp._batch_patrons (patron_id, nsd): every target patron,
+# filled only when needed (spaced dates, or patrons without a profile), as most batches change
+# profiles that all exist and that table would be one more pass over the set.
 
 
-def _prepare(conn: sqlite3.Connection, sel: Selection, update: BatchUpdate) -> None:
-    conn.execute("DROP TABLE IF EXISTS temp._batch_patrons")
-    conn.execute("DROP TABLE IF EXISTS temp._batch_keys")
+class _Prepared:
+    def __init__(self, patrons: int, with_profile: int, listed: bool) -> None:
+        self.patrons = patrons
+        self.with_profile = with_profile
+        #: temp._batch_patrons holds every target patron (else: all are in temp._batch_keys)
+        self.listed = listed
+
+    @property
+    def missing(self) -> int:
+        return self.patrons - self.with_profile
+
+
+def _prepare(conn: sqlite3.Connection, sel: Selection, update: BatchUpdate) -> _Prepared:
+    _drop(conn)
     conn.execute("CREATE TEMP TABLE _batch_patrons (patron_id INTEGER PRIMARY KEY, nsd TEXT)")
     conn.execute("CREATE TEMP TABLE _batch_keys (k INTEGER PRIMARY KEY, patron_id INTEGER NOT NULL, nsd TEXT)")
     where = f"patrons.is_system = 0 AND ({sel.where})" if sel.where else "patrons.is_system = 0"
     sp = update.spacing
     if sp is None:
+        # the statement's SQL names every column as patrons.<column>: the join cannot capture one
+        conn.execute(
+            "INSERT INTO temp._batch_keys (k, patron_id) SELECT pp.id, patrons.id FROM patrons"
+            f" JOIN patron_profiles pp ON pp.patron_id = patrons.id AND pp.medium = ? WHERE {where}",
+            (update.medium, *sel.params))
+        with_profile = conn.execute("SELECT count(*) FROM temp._batch_keys").fetchone()[0]
+        patrons = sel.count   # counted by resolve() with the same condition, a moment ago
+        if with_profile == patrons:
+            return _Prepared(patrons, with_profile, False)
         conn.execute(f"INSERT INTO temp._batch_patrons (patron_id) SELECT patrons.id FROM patrons WHERE {where}",
                      sel.params)
     else:
@@ -291,11 +313,13 @@ def _prepare(conn: sqlite3.Connection, sel: Selection, update: BatchUpdate) -> N
             f" FROM patrons WHERE {where})",
             (sp.start.isoformat(), sp.group_size, sp.every_days, *sel.params),
         )
-    conn.execute(
-        "INSERT INTO temp._batch_keys (k, patron_id, nsd) SELECT pp.id, b.patron_id, b.nsd"
-        " FROM temp._batch_patrons b CROSS JOIN patron_profiles pp ON pp.patron_id = b.patron_id AND pp.medium = ?",
-        (update.medium,),
-    )
+        conn.execute(
+            "INSERT INTO temp._batch_keys (k, patron_id, nsd) SELECT pp.id, b.patron_id, b.nsd"
+            " FROM temp._batch_patrons b CROSS JOIN patron_profiles pp ON pp.patron_id = b.patron_id"
+            " AND pp.medium = ?", (update.medium,))
+        with_profile = conn.execute("SELECT count(*) FROM temp._batch_keys").fetchone()[0]
+    patrons = conn.execute("SELECT count(*) FROM temp._batch_patrons").fetchone()[0]
+    return _Prepared(patrons, with_profile, True)
 
 
 def _drop(conn: sqlite3.Connection) -> None:
@@ -303,10 +327,13 @@ def _drop(conn: sqlite3.Connection) -> None:
         conn.execute(f"DROP TABLE IF EXISTS temp.{t}")
 
 
-def _missing(conn: sqlite3.Connection, medium: str, source: str = "_batch_patrons",
+def _missing(conn: sqlite3.Connection, medium: str, prep: _Prepared,
              ids: list[int] | None = None) -> list[tuple[int, str | None]]:
-    """(patron id, spaced date) of the target patrons without a profile of `medium`."""
-    sql = (f"SELECT b.patron_id, b.nsd FROM temp.{source} b WHERE NOT EXISTS"
+    """(patron id, spaced date) of the target patrons without a profile of `medium`
+    (of those in `ids` when given)."""
+    if not prep.missing:
+        return []
+    sql = ("SELECT b.patron_id, b.nsd FROM temp._batch_patrons b WHERE NOT EXISTS"
            " (SELECT 1 FROM patron_profiles pp WHERE pp.patron_id = b.patron_id AND pp.medium = ?)")
     params: tuple = (medium,)
     if ids is not None:
@@ -359,7 +386,7 @@ def preview(conn: sqlite3.Connection, target: Target, update: BatchUpdate, *, sa
     """What PROCESS would do now (the set is resolved again when it runs)."""
     update = _check(conn, update)
     sel = _resolve_target(conn, target)
-    _prepare(conn, sel, update)
+    prep = _prepare(conn, sel, update)
     try:
         fields: list[FieldChange] = []
         targets: list[tuple[str, str, tuple]] = [(c, "?", (v,)) for c, v in update.changes().items()]
@@ -398,8 +425,7 @@ def preview(conn: sqlite3.Connection, target: Target, update: BatchUpdate, *, sa
                 new = sorted(set(old) | set(update.add_subjects))
                 out.append((r["barcode"] or "", _name(r), ", ".join(old) or "(none)", ", ".join(new)))
             fields.append(FieldChange(field="subjects", label="Subjects", changes=n, samples=out))
-        patrons = conn.execute("SELECT count(*) FROM temp._batch_patrons").fetchone()[0]
-        created = patrons - conn.execute("SELECT count(*) FROM temp._batch_keys").fetchone()[0]
+        patrons, created = prep.patrons, prep.missing
         queues = 0
         if update.fill_service_queues:
             queues = created + conn.execute(
@@ -509,14 +535,14 @@ def run_batch_update(ctx: RunContext, target: Target, update: BatchUpdate) -> di
         except BatchError as exc:
             raise RunFailed(str(exc)) from None
         ctx.info(f"Batch update of the {update.medium} profiles of {sel.describe()}.")
-        _prepare(conn, sel, update)
+        prep = _prepare(conn, sel, update)
         try:
-            patrons = conn.execute("SELECT count(*) FROM temp._batch_patrons").fetchone()[0]
+            patrons = prep.patrons
             ctx.progress(0, patrons, force=True)
             ctx.check_cancelled()
             conn.execute("SAVEPOINT batch_all")
             try:
-                _apply(w, "_batch_keys", _missing(conn, update.medium), update, changes, now, out)
+                _apply(w, "_batch_keys", _missing(conn, update.medium, prep), update, changes, now, out)
                 conn.execute("RELEASE batch_all")
             except sqlite3.IntegrityError as exc:
                 # someone is refused: start again slice by slice, halving a slice that fails
@@ -525,7 +551,7 @@ def run_batch_update(ctx: RunContext, target: Target, update: BatchUpdate) -> di
                 out = _Applied()
                 ctx.info(f"The database refused part of the batch ({_refusal(exc)}); applying it patron "
                          f"group by patron group to find who.")
-                failed = _apply_in_slices(ctx, w, update, changes, now, out, patrons)
+                failed = _apply_in_slices(ctx, w, update, changes, now, out, prep)
             ctx.check_cancelled()
         finally:
             _drop(conn)
@@ -552,11 +578,13 @@ def run_batch_update(ctx: RunContext, target: Target, update: BatchUpdate) -> di
 
 
 def _apply_in_slices(ctx: RunContext, w: ChangesetWriter, update: BatchUpdate, changes: dict[str, Any],
-                     now: str, out: _Applied, total: int) -> list[tuple[int, str]]:
+                     now: str, out: _Applied, prep: _Prepared) -> list[tuple[int, str]]:
     """Apply the batch slice by slice in SAVEPOINTs; a refused slice is halved until the
     refused patron stands alone. Returns (patron id, reason) of every refused patron."""
     conn = w.conn
-    ids = [r[0] for r in conn.execute("SELECT patron_id FROM temp._batch_patrons ORDER BY patron_id")]
+    source = "_batch_patrons" if prep.listed else "_batch_keys"
+    ids = [r[0] for r in conn.execute(f"SELECT patron_id FROM temp.{source} ORDER BY patron_id")]
+    total = prep.patrons
     conn.execute("DROP TABLE IF EXISTS temp._batch_slice")
     conn.execute("CREATE TEMP TABLE _batch_slice (k INTEGER PRIMARY KEY, patron_id INTEGER NOT NULL, nsd TEXT)")
     failed: list[tuple[int, str]] = []
@@ -571,7 +599,7 @@ def _apply_in_slices(ctx: RunContext, w: ChangesetWriter, update: BatchUpdate, c
         trial = _Applied()
         conn.execute("SAVEPOINT batch_slice")
         try:
-            _apply(w, "_batch_slice", _missing(conn, update.medium, ids=part), update, changes, now, trial)
+            _apply(w, "_batch_slice", _missing(conn, update.medium, prep, ids=part), update, changes, now, trial)
             conn.execute("RELEASE batch_slice")
         except sqlite3.IntegrityError as exc:
             conn.execute("ROLLBACK TO batch_slice")

@@ -700,15 +700,27 @@ class ChangesetWriter:
         # numbered parameters: ?1..?4 the journal's run/operator/ts/table, ?5.. the values
         exprs = [f"?{5 + i}" for i in range(len(changes))] + [f"c.{_ident(v)}" for v in values.values()]
         differs = " OR ".join(f"t.{_ident(c)} IS NOT {e}" for c, e in zip(cols, exprs))
-        before = "json_object(" + ", ".join(f"'{c}', {_json_value(f't.{_ident(c)}')}" for c in cols) + ")"
-        after = "json_object(" + ", ".join(f"'{c}', {_json_value(e)}" for c, e in zip(cols, exprs)) + ")"
         params = (self.run_id, self.operator, self.ts, table, *changes.values())
-        changed = self.conn.execute(
-            "INSERT INTO change_journal (run_id, operator, ts, table_name, row_key, op, before, after)"
-            f" SELECT ?1, ?2, ?3, ?4, CAST(t.{key} AS TEXT), 'update', {before}, {after}"
-            f" FROM {src} c CROSS JOIN {tab} t ON t.{key} = c.k WHERE {differs}",
-            params,
-        ).rowcount
+        # the same `after` for every row when no value comes from the key table: one text
+        after = (f"?{5 + len(changes)}" if not values else
+                 "json_object(" + ", ".join(f"'{c}', {_json_value(e)}" for c, e in zip(cols, exprs)) + ")")
+        journal_params = params + ((encode_image(changes),) if not values else ())
+
+        def journal(image: Callable[[str], str]) -> int:
+            before = "json_object(" + ", ".join(f"'{c}', {image(f't.{_ident(c)}')}" for c in cols) + ")"
+            return self.conn.execute(
+                "INSERT INTO change_journal (run_id, operator, ts, table_name, row_key, op, before, after)"
+                f" SELECT ?1, ?2, ?3, ?4, CAST(t.{key} AS TEXT), 'update', {before}, {after}"
+                f" FROM {src} c CROSS JOIN {tab} t ON t.{key} = c.k WHERE {differs}",
+                journal_params,
+            ).rowcount
+
+        try:   # plain values first; a BLOB (json_object refuses it; the statement did nothing) as {"$hex": ...}
+            changed = journal(lambda col: col)
+        except sqlite3.OperationalError as exc:
+            if "BLOB" not in str(exc):
+                raise
+            changed = journal(_json_value)
         if changed:
             sets = ", ".join(
                 f"{_ident(c)} = {e}" if e.startswith("?")

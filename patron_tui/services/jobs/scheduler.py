@@ -91,6 +91,12 @@ def run_due(store: Store, now: datetime | None = None, *, clock: Clock = system_
                 log.info("job %s: %s run %s started for slot %s", name, mode, handle.run_id, due.slot_utc)
                 results.append({**base, "run_id": handle.run_id, "status": "started"})
                 handles.append((results[-1], handle))
+        # service queues a batch profile update asked for, left unfilled (console closed, filler killed)
+        from patron_tui.services.queue_fill import start_filler
+
+        filler = start_filler(engine, store, store.operator, started_by="scheduler")
+        if filler is not None:
+            log.info("service-queue filler run %s started", filler.run_id)
         if wait or own_engine:
             for result, handle in handles:
                 handle.wait()

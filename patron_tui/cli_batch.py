@@ -1,0 +1,271 @@
+"""`patron-tui batch-update` and `patron-tui fill-queues`: the headless twins of the
+console's Batch Update Patron Profile tool and of its service-queue filler.
+
+`batch-update --dry-run` prints the preview and changes nothing; without it the batch runs
+(one run, one transaction), then its summary and error report are printed; with
+`--fill-queues` the queue filler then runs in the foreground until every queue is filled.
+Exit codes: 0 done, 1 done with refused patrons (the error report), 2 refused or failed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from datetime import date, datetime
+from pathlib import Path
+from typing import Any
+
+COMMANDS = ("batch-update", "fill-queues")
+
+
+def _add_db(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--db", metavar="PATH", default=argparse.SUPPRESS,
+                   help="patron database (default: $PATRON_TUI_DB or the user data dir)")
+
+
+def register(sub) -> None:
+    p = sub.add_parser(
+        "batch-update", help="Batch Update Patron Profile: change one medium's profile of a query set's patrons",
+        description="Change the MEDIUM profile of every patron of a query set (or statement). Options not "
+        "given leave their field unchanged; --nightly-debug is always applied (default off). A patron "
+        "without a profile for the medium gets one. Needs the 'may use batch tools' permission.")
+    _add_db(p)
+    who = p.add_mutually_exclusive_group(required=True)
+    who.add_argument("--set", dest="set_name", metavar="NAME", help="the saved query set")
+    who.add_argument("--query", metavar="STATEMENT", help='a search statement ("" = every patron)')
+    p.add_argument("--medium", required=True, metavar="M", help="the medium whose profile changes (required)")
+    p.add_argument("--status-of-service", metavar="S")
+    p.add_argument("--max-items-out", type=int, metavar="N", help="0-99")
+    p.add_argument("--items-per-shipment", type=int, metavar="N", help="1-99")
+    p.add_argument("--service-frequency", metavar="F")
+    nsd = p.add_mutually_exclusive_group()
+    nsd.add_argument("--next-service-date", metavar="MM/DD/YYYY")
+    nsd.add_argument("--space", metavar="START:EVERY_DAYS:GROUP_SIZE[:ORDER_FIELD]",
+                     help="space Next Service Dates: START (MM/DD/YYYY) for the first GROUP_SIZE patrons, "
+                     "START + EVERY_DAYS for the next group, ...; ORDER_FIELD: last_name (default), barcode, "
+                     "district_id, created_at, id (ties by patron id)")
+    for flag in ("duplication-circulation", "auto-select"):
+        p.add_argument(f"--{flag}", choices=("on", "off"))
+    p.add_argument("--nightly-debug", choices=("on", "off"), default="off",
+                   help="ALWAYS applied: off (the default) turns it off for every patron of the set")
+    p.add_argument("--add-subject", action="append", default=[], metavar="CODE",
+                   help="add this subject to every profile (repeat for more)")
+    p.add_argument("--fill-queues", action="store_true",
+                   help="fill the profiles' service queues (the filler runs after the batch)")
+    p.add_argument("--queue-length", type=int, metavar="N", help="1-200")
+    p.add_argument("--dry-run", action="store_true", help="print the preview; change nothing")
+    p.add_argument("--json", action="store_true", help="print one JSON object")
+
+    f = sub.add_parser("fill-queues", help="fill the service queues batch updates asked for (in the foreground)")
+    _add_db(f)
+    f.add_argument("--json", action="store_true", help="print the filler run's result as JSON")
+
+
+def _fail(message: str) -> int:
+    from patron_tui.textsafe import visible
+
+    print("\n".join(f"patron-tui: {visible(line)}" for line in message.split("\n")), file=sys.stderr)
+    return 2
+
+
+class _Refused(Exception):
+    pass
+
+
+def _date(text: str, flag: str) -> date:
+    for fmt in ("%m/%d/%Y", "%Y-%m-%d"):
+        try:
+            return datetime.strptime(text.strip(), fmt).date()
+        except ValueError:
+            pass
+    raise _Refused(f"{flag}: {text!r} is not a date; write it MM/DD/YYYY")
+
+
+def _update(args: argparse.Namespace):
+    from pydantic import ValidationError
+
+    from patron_tui.services.batch import BatchUpdate, Spacing
+
+    fields: dict[str, Any] = {
+        "medium": args.medium, "status_of_service": args.status_of_service, "max_items_out": args.max_items_out,
+        "items_per_shipment": args.items_per_shipment, "service_frequency": args.service_frequency,
+        "nightly_debug": args.nightly_debug == "on", "add_subjects": args.add_subject,
+        "fill_service_queues": args.fill_queues, "queue_length": args.queue_length,
+    }
+    for dest in ("duplication_circulation", "auto_select"):
+        if getattr(args, dest) is not None:
+            fields[dest] = getattr(args, dest) == "on"
+    if args.next_service_date:
+        fields["next_service_date"] = _date(args.next_service_date, "--next-service-date")
+    if args.space:
+        parts = args.space.split(":")
+        if len(parts) not in (3, 4):
+            raise _Refused("--space: give START:EVERY_DAYS:GROUP_SIZE[:ORDER_FIELD], e.g. 01/05/2026:7:50:last_name")
+        try:
+            every, size = int(parts[1]), int(parts[2])
+        except ValueError:
+            raise _Refused("--space: EVERY_DAYS and GROUP_SIZE are whole numbers") from None
+        try:
+            fields["spacing"] = Spacing(start=_date(parts[0], "--space"), every_days=every, group_size=size,
+                                        order_by=parts[3] if len(parts) == 4 else "last_name")
+        except ValidationError as exc:
+            raise _Refused(f"--space: {_first_error(exc)}") from None
+    try:
+        return BatchUpdate(**fields)
+    except ValidationError as exc:
+        raise _Refused(_first_error(exc)) from None
+
+
+def _first_error(exc) -> str:
+    err = exc.errors()[0]
+    where = ".".join(str(x) for x in err.get("loc", ()) if x != "__root__")
+    msg = err.get("msg", str(exc)).removeprefix("Value error, ")
+    return f"--{where.replace('_', '-')}: {msg}" if where else msg
+
+
+def main_batch(db_path: Path, args: argparse.Namespace) -> int:
+    try:
+        if args.command == "fill-queues":
+            return _cmd_fill(db_path, args)
+        return _cmd_batch(db_path, args)
+    except _Refused as exc:
+        return _fail(str(exc))
+
+
+def _open(db_path: Path):
+    from patron_tui.store import Store, StoreError
+
+    store = Store(db_path)
+    try:
+        conn = store.connect()
+    except StoreError as exc:
+        raise _Refused(str(exc)) from None
+    return store, conn
+
+
+def _cmd_batch(db_path: Path, args: argparse.Namespace) -> int:
+    from patron_tui.runs import RunEngine
+    from patron_tui.services import batch
+    from patron_tui.services.permissions import PermissionDenied, require_batch_tools
+    from patron_tui.textsafe import visible
+
+    update = _update(args)
+    store, conn = _open(db_path)
+    try:
+        try:
+            tgt = batch.target(conn, set_name=args.set_name, statement=args.query if args.set_name is None else None)
+            if args.dry_run:
+                pv = batch.preview(conn, tgt, update)
+            else:
+                require_batch_tools(conn, store.operator)
+        except (batch.BatchError, PermissionDenied) as exc:
+            raise _Refused(str(exc)) from None
+    finally:
+        conn.close()
+    if args.dry_run:
+        if args.json:
+            print(json.dumps({"dry_run": True, **pv.model_dump(mode="json")}, indent=2, ensure_ascii=False))
+            return 0
+        print(f"{'set ' + repr(tgt.set_name) + ': ' if tgt.set_name else ''}{visible(tgt.statement or '(all patrons)')}"
+              f" - {pv.patrons} patrons (dry run: nothing changed)")
+        for fc in pv.fields:
+            print(f"  {fc.label}: {fc.changes} profile{'s' if fc.changes != 1 else ''} change")
+            for barcode, name, before, after in fc.samples:
+                print(f"      {visible(barcode):14} {visible(name)[:30]:30} {visible(before)} -> {visible(after)}")
+        print(f"  profiles created: {pv.profiles_created}; queues to fill: {pv.queues_to_fill}")
+        for note in pv.notes:
+            print(f"  note: {visible(note)}")
+        return 0
+    engine = RunEngine(store, pool_size=1)
+    filler = None
+    try:
+        try:
+            handle = batch.start_batch_update(engine, store, store.operator, tgt, update)
+        except (batch.BatchError, PermissionDenied) as exc:
+            raise _Refused(str(exc)) from None
+        handle.wait()
+        if handle.status.value == "succeeded" and update.fill_service_queues:
+            from patron_tui.services.queue_fill import start_filler
+
+            filler = start_filler(engine, store, store.operator)
+            if filler is not None:
+                filler.wait()
+    finally:
+        engine.shutdown(cancel_running=False)
+    conn = store.connect()
+    try:
+        report = batch.errors(conn, handle.run_id)
+    finally:
+        conn.close()
+    s = {k: v for k, v in handle.summary.items() if k != "messages"}
+    ok = handle.status.value == "succeeded"
+    if args.json:
+        out = {"run_id": handle.run_id, "status": handle.status.value, "error": handle.error, "summary": s,
+               "errors": [{"barcode": b, "text": t} for b, t in report]}
+        if filler is not None:
+            out["filler"] = {"run_id": filler.run_id, "status": filler.status.value,
+                             "summary": {k: v for k, v in filler.summary.items() if k != "messages"}}
+        print(json.dumps(out, indent=2, ensure_ascii=False))
+    elif ok:
+        print(f"run {handle.run_id}: {s.get('patrons', 0)} patrons: {s.get('profiles_updated', 0)} profiles updated, "
+              f"{s.get('profiles_created', 0)} created, {s.get('unchanged', 0)} unchanged, "
+              f"{s.get('errors', 0)} errors, {s.get('queues_queued', 0)} queues queued")
+        if filler is not None:
+            fs = filler.summary
+            print(f"run {filler.run_id}: queue filler {filler.status.value}: {fs.get('queues_filled', 0)} queues, "
+                  f"{fs.get('titles_added', 0)} titles")
+    if not ok:
+        if not args.json:
+            _fail(f"the batch update did not run: {handle.error or handle.status.value}; nothing was changed")
+        return 2
+    if report:
+        print(f"patron-tui: {len(report)} patron{'s' if len(report) != 1 else ''} could not be updated "
+              "(the error report):", file=sys.stderr)
+        for barcode, text in report:
+            print(f"  [{visible(barcode)}] {visible(text)}", file=sys.stderr)
+        return 1
+    return 0
+
+
+def _cmd_fill(db_path: Path, args: argparse.Namespace) -> int:
+    from patron_tui.runs import RunEngine
+    from patron_tui.services.queue_fill import live_filler, pending, start_filler
+
+    store, conn = _open(db_path)
+    engine = RunEngine(store, pool_size=1)   # marks a killed filler's run interrupted
+    try:
+        waiting = pending(conn)
+        live = live_filler(conn)
+    finally:
+        conn.close()
+    try:
+        if waiting and live is not None:
+            raise _Refused(f"a queue filler is already running (run {live}); it fills the {waiting} waiting queues")
+        if not args.json:
+            _print_messages(engine)
+        handle = start_filler(engine, store, store.operator)
+        if handle is not None:
+            handle.wait()
+    finally:
+        engine.shutdown(cancel_running=False)
+    if handle is None:
+        if args.json:
+            print(json.dumps({"run_id": None, "status": "nothing to do", "summary": {}}, indent=2))
+        else:
+            print("no service queue is waiting to be filled")
+        return 0
+    ok = handle.status.value == "succeeded"
+    if args.json:
+        print(json.dumps({"run_id": handle.run_id, "status": handle.status.value, "error": handle.error,
+                          "summary": {k: v for k, v in handle.summary.items() if k != "messages"}}, indent=2))
+    elif not ok:
+        _fail(f"the queue filler stopped: {handle.error or handle.status.value}; the queues it filled stay "
+              "filled and `patron-tui fill-queues` goes on with the rest")
+    return 0 if ok else 2
+
+
+def _print_messages(engine) -> None:
+    from patron_tui.cli import _print_messages as show
+
+    show(engine)
