@@ -512,8 +512,7 @@ def _apply(w: ChangesetWriter, keys: str, missing: list[tuple[int, str | None]],
 
 
 def _refusal(exc: sqlite3.Error) -> str:
-    text = str(exc).strip() or type(exc).__name__
-    return text[:1].upper() + text[1:]
+    return str(exc).strip().rstrip(".") or type(exc).__name__
 
 
 def run_batch_update(ctx: RunContext, target: Target, update: BatchUpdate) -> dict[str, Any]:
