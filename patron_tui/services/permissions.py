@@ -78,3 +78,31 @@ def require_password_reset(conn: sqlite3.Connection, login: str) -> None:
         raise PermissionDenied(
             f"Operator {login!r} does not have the permission \"{RESET_PASSWORDS}\" (security level "
             f"{operator_level(conn, login)}); ask a district administrator for it.")
+
+
+# -- Change Patron Security Group (issue 8) ------------------------------------------------------
+
+__all__ += ["group_level", "require_may_assign_group"]
+
+
+def group_level(conn: sqlite3.Connection, code: str) -> int | None:
+    """The security level of the security group `code` (None: not in the table)."""
+    row = conn.execute("SELECT security_level FROM security_groups WHERE code = ?", (code,)).fetchone()
+    return None if row is None else int(row[0])
+
+
+def require_may_assign_group(conn: sqlite3.Connection, login: str, code: str) -> None:
+    """PermissionDenied unless `login` may assign the security group `code` to patrons (only a
+    higher security level number than their own, except level 0: `outranks`)."""
+    level = operator_level(conn, login)
+    if level is None:
+        raise PermissionDenied(
+            f"Operator {login!r} is not in the operators table, so they may not assign security groups.")
+    target = group_level(conn, code)
+    if target is None:
+        raise PermissionDenied(f"Security group {code!r} is not in the security group table.")
+    if not outranks(level, target):
+        raise PermissionDenied(
+            f"Operator {login!r} (security level {level}) may not assign the security group {code!r} "
+            f"(security level {target}): an operator may only assign or change groups with a higher "
+            f"security level number than their own, except a district administrator (level 0).")
