@@ -71,6 +71,7 @@ class PatronsScreen(SectionScreen):
         Binding("ctrl+s", "save_set", "Save set", id="patrons.save_set"),
         Binding("l", "sets", "Sets", id="patrons.sets"),
         Binding("x", "export", "Export", id="patrons.export"),
+        Binding("u", "utility", "Utility on this set", id="patrons.utility"),
         Binding("s", "next_sort", "Sort", id="patrons.sort"),
         Binding("o", "reverse_order", "Reverse", show=False, id="patrons.reverse"),
         Binding("r", "reload", "Reload", show=False, id="patrons.reload"),
@@ -294,6 +295,19 @@ class PatronsScreen(SectionScreen):
         finally:
             conn.close()
         self.app.call_from_thread(self.notify, visible(summary.describe()), markup=False, timeout=10)
+
+    # -- utilities ---------------------------------------------------------------------------
+    async def action_utility(self) -> None:
+        """The Utilities section, with this set (or statement) preselected in Selections."""
+        from patron_tui.ui.screens.utilities import Preselection, open_with_selection
+
+        sel = self.selection
+        if not sel.set_name and not sel.statement.strip():
+            self.notify("Choose patrons first: run a statement or open a set (l); a utility never "
+                        "acts on every patron by accident.", severity="warning", markup=False)
+            return
+        await open_with_selection(self.app, Preselection(query_set=sel.set_name,
+                                                         statement=None if sel.set_name else sel.statement))
 
     # -- help and list actions --------------------------------------------------------------
     def action_language_help(self) -> None:
