@@ -176,10 +176,10 @@ USERNAME_WAYS = {"no_change": "No change", "barcode": "Barcode", "first_initial_
 
 
 class ResetOptions(BaseModel):
-    password: Literal["no_change", "last_name", "email_link"] = Field(
+    password_by: Literal["no_change", "last_name", "email_link"] = Field(
         default="no_change", title="Reset password by",
         description="No change; Last name (non-secure); Patron (email link: the patron chooses a new password).")
-    username: Literal["no_change", "barcode", "first_initial_last_name", "first_last_name", "email"] = Field(
+    username_by: Literal["no_change", "barcode", "first_initial_last_name", "first_last_name", "email"] = Field(
         default="no_change", title="Reset username by",
         description="No change; Barcode; First initial + last name; First name + last name; Email address.")
     use_nickname: bool = Field(default=False, title="Use nickname when available",
@@ -187,7 +187,7 @@ class ResetOptions(BaseModel):
 
     @model_validator(mode="after")
     def _something(self) -> "ResetOptions":
-        if self.password == "no_change" and self.username == "no_change":
+        if self.password_by == "no_change" and self.username_by == "no_change":
             raise ValueError("choose how to reset the password, the username or both (both are No change)")
         return self
 
@@ -202,7 +202,7 @@ def first_email(row) -> str:
 
 def new_username(row, options: ResetOptions) -> tuple[str | None, str | None]:
     """(the new username, or None with the reason it cannot be made)."""
-    way = options.username
+    way = options.username_by
     if way == "barcode":
         value = (row["barcode"] or "").strip()
         return (value, None) if value else (None, "has no barcode to make a username from")
@@ -233,7 +233,7 @@ class ResetPatronAccounts(Utility):
 
     def check(self, conn, operator: str, options: ResetOptions) -> None:
         require_password_reset(conn, operator)
-        if options.password == "email_link" and not mail.load_settings(conn).reset_url:
+        if options.password_by == "email_link" and not mail.load_settings(conn).reset_url:
             raise UtilityError("Reset password by: Patron (email link) needs the address of the password reset "
                                "page; set it with `patron-tui mail-settings --reset-url URL`.")
 
@@ -261,17 +261,17 @@ class ResetPatronAccounts(Utility):
                            f"higher level numbers")
                 skipped.append(skip(r, why))
                 continue
-            if options.username != "no_change":
+            if options.username_by != "no_change":
                 value, why = new_username(r, options)
                 if why:
                     skipped.append(skip(r, why))
                     continue
                 wanted[r["id"]] = value
-            if options.password == "email_link" and not first_email(r):
+            if options.password_by == "email_link" and not first_email(r):
                 skipped.append(skip(r, "has no email address for the password reset link"))
                 wanted.pop(r["id"], None)
                 continue
-            if options.password == "last_name" and not last_name_password(r["last_name"])[0]:
+            if options.password_by == "last_name" and not last_name_password(r["last_name"])[0]:
                 skipped.append(skip(r, "has no last name letters to make a password from"))
                 wanted.pop(r["id"], None)
                 continue
@@ -288,7 +288,7 @@ class ResetPatronAccounts(Utility):
         must, same = 0, 0
         for r in eligible:
             before, after = [], []
-            if options.username != "no_change":
+            if options.username_by != "no_change":
                 value = wanted[r["id"]]
                 key = value.lower()
                 other = next((h for h in holders.get(key, []) if h["id"] != r["id"]), None)
@@ -303,27 +303,27 @@ class ResetPatronAccounts(Utility):
                 if (r["username"] or "") != value:
                     before.append(f"username {r['username'] or '(none)'}")
                     after.append(f"username {value}")
-            if options.password == "last_name":
+            if options.password_by == "last_name":
                 _pw, flag = last_name_password(r["last_name"])
                 before.append(f"password {'set' if r['has_password'] else 'none'}")
                 after.append("password: last name" + (", to be changed at next login" if flag else ""))
                 must += flag
-            elif options.password == "email_link":
+            elif options.password_by == "email_link":
                 before.append(f"password {'set' if r['has_password'] else 'none'}")
                 after.append(f"reset link emailed to {first_email(r)}")
             if not after:
                 same += 1
                 continue
             changes.append(change(r, "; ".join(before), "; ".join(after)))
-        notes = [f"Password: {PASSWORD_WAYS[options.password]}; username: {USERNAME_WAYS[options.username]}"
-                 + (" (nickname when available)" if options.use_nickname and options.username.startswith("first")
+        notes = [f"Password: {PASSWORD_WAYS[options.password_by]}; username: {USERNAME_WAYS[options.username_by]}"
+                 + (" (nickname when available)" if options.use_nickname and options.username_by.startswith("first")
                     else "") + "."]
         if must:
             notes.append(f"{must} patrons have accents or other special characters in their last name: their "
                          "password is its plain letters, and they must create a new password at their next login.")
         if same:
             notes.append(f"{same} selected patrons already have that username.")
-        if options.password == "email_link":
+        if options.password_by == "email_link":
             settings = mail.load_settings(conn)
             notes.append(f"Reset links (valid {LINK_DAYS} days) go out through {settings.describe()}.")
         return Plan(selected=len(ids), changes=changes, skipped=skipped, notes=notes, column="Account",
@@ -336,16 +336,16 @@ class ResetPatronAccounts(Utility):
             return
         rows = {r["id"]: r for r in patron_rows(conn, ids, ["email", "email2", "username"])}
         updates: dict[int, dict] = {pid: {} for pid in ids}
-        if options.username != "no_change":
+        if options.username_by != "no_change":
             for pid in ids:
                 value = plan.data["usernames"][str(pid)]
                 if (rows[pid]["username"] or "") != value:
                     updates[pid]["username"] = value
-        if options.password == "last_name":
+        if options.password_by == "last_name":
             for pid in ids:
                 pw, flag = last_name_password(rows[pid]["last_name"])
                 updates[pid]["password_hash"] = hash_password(pw, must_change=flag)
-        elif options.password == "email_link":
+        elif options.password_by == "email_link":
             failed = self._send_links(conn, writer, plan, rows, updates, ctx)
             for pid in failed:
                 updates.pop(pid, None)
