@@ -258,10 +258,11 @@ def _parse_date(text: str) -> date:
     raise ValueError(f"{text!r} is not a date; write it MM/DD/YYYY")
 
 
-def parse_options(utility: Utility, values: dict[str, Any]) -> BaseModel:
+def parse_options(utility: Utility, values: dict[str, Any], terms: Terms | None = None) -> BaseModel:
     """The utility's Options from text (a form, the CLI): dates MM/DD/YYYY, booleans
-    on/off/yes/no/true/false, blank optional values as not given. UtilityError names the field."""
-    fields = {f.name: f for f in option_fields(utility)}
+    on/off/yes/no/true/false, blank optional values as not given. UtilityError names the field
+    (with the district's terms when given)."""
+    fields = {f.name: f for f in option_fields(utility, terms)}
     data: dict[str, Any] = {}
     for key, raw in values.items():
         f = fields.get(key)
@@ -294,10 +295,10 @@ def parse_options(utility: Utility, values: dict[str, Any]) -> BaseModel:
             if f.kind == "int" and "invalid literal" in msg:
                 msg = f"{raw!r} is not a whole number"
             raise UtilityError(f"{f.title}: {msg}.") from None
-    return validate_options(utility, data)
+    return validate_options(utility, data, terms)
 
 
-def validate_options(utility: Utility, data: dict[str, Any] | BaseModel) -> BaseModel:
+def validate_options(utility: Utility, data: dict[str, Any] | BaseModel, terms: Terms | None = None) -> BaseModel:
     if isinstance(data, utility.Options):
         return data
     if isinstance(data, BaseModel):
@@ -305,7 +306,7 @@ def validate_options(utility: Utility, data: dict[str, Any] | BaseModel) -> Base
     try:
         return utility.Options.model_validate(data)
     except ValidationError as exc:
-        raise UtilityError(_first_error(utility, exc)) from None
+        raise UtilityError((terms or Terms()).apply(_first_error(utility, exc))) from None
 
 
 def _first_error(utility: Utility, exc: ValidationError) -> str:
@@ -376,7 +377,7 @@ def _prepare(conn: sqlite3.Connection, name: str, selections: Selections, option
     if why:
         raise UtilityError(why)
     terms = Terms.load(conn)
-    options = validate_options(util, options)
+    options = validate_options(util, options, terms)
     _check_choices(conn, util, options, terms)
     require_batch_tools(conn, operator)
     util.check(conn, operator, options)
