@@ -55,6 +55,8 @@ SETTINGS = {
     "term_grade": "Grade",
     "term_location": "Location",
     "term_location2": "2nd Location",
+    # "on": the Inactivation/Deletion rules and Remove Patrons take a backup first (services/backup.py)
+    "backup_before_destructive": "off",
 }
 
 UNKNOWN_PATRON = {

@@ -407,6 +407,12 @@ _V6 = (
     "CREATE INDEX queue_fill_profile ON queue_fill_requests(profile_id)",
 )
 
+# Backups (services/backup.py): the setting that makes the Inactivation/Deletion rules and Remove
+# Patrons take a backup first, added to existing databases (new ones get it from defaults.SETTINGS).
+_V7 = (
+    "INSERT OR IGNORE INTO settings (key, value) VALUES ('backup_before_destructive', 'off')",
+)
+
 MIGRATIONS: tuple[Migration, ...] = (
     Migration(1, "patron store, reference tables, catalog, jobs, runs, journal", _V1),
     Migration(2, "indexes for search statements", _V2),
@@ -414,6 +420,7 @@ MIGRATIONS: tuple[Migration, ...] = (
     Migration(4, "import conflicts kept for resolution; import fingerprints of source lines", _V4),
     Migration(5, "scheduled jobs: SFTP key authentication, job leases", _V5),
     Migration(6, "service-queue fill requests of batch profile updates", _V6),
+    Migration(7, "setting: back up before destructive runs", _V7),
 )
 
 SCHEMA_VERSION = MIGRATIONS[-1].version
