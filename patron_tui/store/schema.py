@@ -410,7 +410,9 @@ _V6 = (
 # Backups (services/backup.py): the setting that makes the Inactivation/Deletion rules and Remove
 # Patrons take a backup first, added to existing databases (new ones get it from defaults.SETTINGS).
 _V7 = (
-    "INSERT OR IGNORE INTO settings (key, value) VALUES ('backup_before_destructive', 'off')",
+    # only into a database that has its settings already (a new one gets them all when seeded)
+    "INSERT OR IGNORE INTO settings (key, value) SELECT 'backup_before_destructive', 'off'"
+    " WHERE EXISTS (SELECT 1 FROM settings)",
 )
 
 MIGRATIONS: tuple[Migration, ...] = (
