@@ -57,6 +57,8 @@ SETTINGS = {
     "term_location2": "2nd Location",
     # "on": the Inactivation/Deletion rules and Remove Patrons take a backup first (services/backup.py)
     "backup_before_destructive": "off",
+    # days a run's change journal is kept: older runs are pruned and can no longer be undone
+    "journal_retention_days": "400",
 }
 
 UNKNOWN_PATRON = {

@@ -415,6 +415,19 @@ _V7 = (
     " WHERE EXISTS (SELECT 1 FROM settings)",
 )
 
+# Undo and the audit trail (services/undo.py, services/audit.py): the journal's retention in days,
+# added to existing databases (a new one gets it from defaults.SETTINGS when it is seeded, after
+# the migrations: hence the EXISTS), and a partial index of the few journal rows whose key is a
+# range ('a..b', 'rowid a..b') or a scope ('{...}': stamps, scoped loads and deletes), so a patron's
+# history and an undo's conflict check find the bulk rows that cover a key without a scan.
+_V8 = (
+    "INSERT INTO settings (key, value) SELECT 'journal_retention_days', '400'"
+    " WHERE EXISTS (SELECT 1 FROM settings)"
+    " AND NOT EXISTS (SELECT 1 FROM settings WHERE key = 'journal_retention_days')",
+    "CREATE INDEX change_journal_ranges ON change_journal(table_name, id)"
+    " WHERE op = 'insert_range' OR substr(row_key, 1, 1) = '{'",
+)
+
 MIGRATIONS: tuple[Migration, ...] = (
     Migration(1, "patron store, reference tables, catalog, jobs, runs, journal", _V1),
     Migration(2, "indexes for search statements", _V2),
@@ -423,6 +436,7 @@ MIGRATIONS: tuple[Migration, ...] = (
     Migration(5, "scheduled jobs: SFTP key authentication, job leases", _V5),
     Migration(6, "service-queue fill requests of batch profile updates", _V6),
     Migration(7, "setting: back up before destructive runs", _V7),
+    Migration(8, "journal retention setting; index of the journal's range and scope rows", _V8),
 )
 
 SCHEMA_VERSION = MIGRATIONS[-1].version
