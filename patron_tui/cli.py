@@ -72,6 +72,9 @@ def build_parser() -> argparse.ArgumentParser:
     from patron_tui import cli_batch   # batch-update, fill-queues
 
     cli_batch.register(sub)
+    from patron_tui import cli_admin   # operators, backup, restore
+
+    cli_admin.register(sub)
     return parser
 
 
@@ -201,6 +204,10 @@ def _main(argv: list[str] | None) -> int:
         from patron_tui.cli_batch import main_batch
 
         return main_batch(db_path, args)
+    if args.command in ("operators", "backup", "restore"):
+        from patron_tui.cli_admin import main_admin
+
+        return main_admin(db_path, args)
     parser.error(f"unknown command {args.command}")
     return 2
 

@@ -106,3 +106,88 @@ def require_may_assign_group(conn: sqlite3.Connection, login: str, code: str) ->
             f"Operator {login!r} (security level {level}) may not assign the security group {code!r} "
             f"(security level {target}): an operator may only assign or change groups with a higher "
             f"security level number than their own, except a district administrator (level 0).")
+
+
+# -- the one entry point: require(conn, login, permission) (issue 9) ---------------------------
+#
+# Every guarded action names one of these permissions; `require` checks it and its refusal is a
+# sentence naming what is missing, so the CLI and the console say the same thing. The helpers
+# above stay (their callers use them); `require` delegates to them where they exist.
+
+from typing import Literal, get_args  # noqa: E402
+
+Permission = Literal["manage_jobs", "manage_patrons", "batch_tools", "reset_passwords",
+                     "manage_operators", "backup", "restore", "run_background"]
+
+MANAGE_PATRONS = "manage patrons for the district"
+
+#: permission -> (what it lets an operator do, the operators-table permission it needs)
+PERMISSIONS: dict[str, tuple[str, str]] = {
+    "manage_jobs": ("manage scheduled patron updates", MANAGE_PATRONS),
+    "manage_patrons": ("manage patrons for the district", MANAGE_PATRONS),
+    "batch_tools": ("use batch tools", BATCH_TOOLS),
+    "reset_passwords": ("reset patron passwords", RESET_PASSWORDS),
+    "manage_operators": ("manage operators", "security level 0 (district administrator)"),
+    "backup": ("back up the database", MANAGE_PATRONS),
+    "restore": ("restore the database from a backup", "security level 0 (district administrator)"),
+    "run_background": ("hand runs to the scheduler", MANAGE_PATRONS),
+}
+
+__all__ += ["MANAGE_PATRONS", "PERMISSIONS", "Permission", "has_permission", "require", "refusal"]
+
+
+def _operator_row(conn: sqlite3.Connection, login: str) -> sqlite3.Row | None:
+    return conn.execute(
+        "SELECT security_level, may_manage_district_patrons, may_use_batch_tools, may_reset_passwords"
+        " FROM operators WHERE login_name = ?", (login,)).fetchone()
+
+
+def _granted(row: sqlite3.Row, permission: str) -> bool:
+    if row["security_level"] == 0:
+        return True   # a district administrator may do everything
+    if permission in ("manage_jobs", "manage_patrons", "backup", "run_background"):
+        return bool(row["may_manage_district_patrons"])
+    if permission == "batch_tools":
+        return bool(row["may_use_batch_tools"])
+    if permission == "reset_passwords":
+        return bool(row["may_use_batch_tools"]) and bool(row["may_reset_passwords"])
+    return False   # manage_operators, restore: level 0 only
+
+
+def _check_name(permission: str) -> None:
+    if permission not in PERMISSIONS:
+        raise ValueError(f"unknown permission {permission!r}; one of {', '.join(get_args(Permission))}")
+
+
+def has_permission(conn: sqlite3.Connection, login: str, permission: Permission) -> bool:
+    """Whether `login` may do what `permission` guards (an unknown login may do nothing)."""
+    _check_name(permission)
+    row = _operator_row(conn, login)
+    return row is not None and _granted(row, permission)
+
+
+def refusal(conn: sqlite3.Connection, login: str, permission: Permission) -> str | None:
+    """None when allowed, else the sentence `require` raises."""
+    _check_name(permission)
+    action, needs = PERMISSIONS[permission]
+    row = _operator_row(conn, login)
+    if row is None:
+        return (f"Operator {login!r} is not in the operators table, so they may not {action}; "
+                f"a district administrator can add them (`patron-tui operators add`).")
+    if _granted(row, permission):
+        return None
+    level = row["security_level"]
+    if permission == "reset_passwords" and not row["may_use_batch_tools"]:
+        needs = BATCH_TOOLS
+    if needs.startswith("security level"):
+        return (f"Operator {login!r} (security level {level}) may not {action}: that needs {needs}.")
+    return (f"Operator {login!r} may not {action}: that needs the permission \"{needs}\" "
+            f"(security level {level} does not have it); ask a district administrator for it.")
+
+
+def require(conn: sqlite3.Connection, login: str, permission: Permission) -> None:
+    """PermissionDenied (a PermissionError) with a sentence naming the missing permission,
+    unless `login` may do what `permission` guards."""
+    problem = refusal(conn, login, permission)
+    if problem is not None:
+        raise PermissionDenied(problem)
