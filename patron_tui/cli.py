@@ -72,6 +72,9 @@ def build_parser() -> argparse.ArgumentParser:
     from patron_tui import cli_batch   # batch-update, fill-queues
 
     cli_batch.register(sub)
+    from patron_tui import cli_audit   # undo, audit, prune-journal
+
+    cli_audit.register(sub)
     from patron_tui import cli_admin   # operators, backup, restore
 
     cli_admin.register(sub)
@@ -204,6 +207,10 @@ def _main(argv: list[str] | None) -> int:
         from patron_tui.cli_batch import main_batch
 
         return main_batch(db_path, args)
+    if args.command in ("undo", "audit", "prune-journal"):
+        from patron_tui.cli_audit import main_audit
+
+        return main_audit(db_path, args)
     if args.command in ("operators", "backup", "restore"):
         from patron_tui.cli_admin import main_admin
 

@@ -1,0 +1,242 @@
+"""`patron-tui undo`, `patron-tui audit` and `patron-tui prune-journal`: the headless twins of
+undoing a run, the audit trail and the journal's pruning run (services/undo.py,
+services/audit.py).
+
+`undo RUN_ID --dry-run` prints the plan, conflicts included, and changes nothing. Without it, a
+plan with conflicts (rows a later run changed again) is refused and listed unless
+`--skip-conflicts` (leave them as they are now) or `--overwrite` (put the before-images back
+anyway) says what to do. Exit codes: 0 done (or a plan printed), 2 refused or failed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+COMMANDS = ("undo", "audit", "prune-journal")
+
+
+def _add_db(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--db", metavar="PATH", default=argparse.SUPPRESS,
+                   help="patron database (default: $PATRON_TUI_DB or the user data dir)")
+
+
+def register(sub) -> None:
+    u = sub.add_parser("undo", help="undo a run: put back every before-image it journalled, as a new run",
+                       description="Undo a completed run (import, inactivation/deletion, batch update, utility, "
+                       "conflict resolution, a previous undo) in one transaction, as a run of its own that "
+                       "can itself be undone. Rows a later run changed again are conflicts: choose "
+                       "--skip-conflicts or --overwrite.")
+    _add_db(u)
+    u.add_argument("run_id", type=int, metavar="RUN_ID")
+    u.add_argument("--dry-run", action="store_true", help="print what would be restored and the conflicts")
+    how = u.add_mutually_exclusive_group()
+    how.add_argument("--overwrite", action="store_true", help="put rows a later run changed back anyway")
+    how.add_argument("--skip-conflicts", action="store_true", help="leave rows a later run changed as they are")
+    u.add_argument("--json", action="store_true", help="print one JSON object")
+
+    a = sub.add_parser("audit", help="the audit trail: who changed what, when, in which run, from what to what")
+    _add_db(a)
+    a.add_argument("--patron", metavar="BARCODE", help="a patron's barcode, district ID or #id (and its "
+                   "notes, charges, profiles, ...)")
+    a.add_argument("--operator", metavar="NAME", help="changes made by this login name")
+    a.add_argument("--run", type=int, metavar="ID", help="changes made by this run")
+    a.add_argument("--since", metavar="DATE", help="changes on or after this date (YYYY-MM-DD or MM/DD/YYYY)")
+    a.add_argument("--table", metavar="TABLE", help="changes to this table only")
+    a.add_argument("--limit", type=int, default=100, metavar="N", help="at most N entries (default 100)")
+    a.add_argument("--offset", type=int, default=0, metavar="N", help="skip the N newest entries")
+    a.add_argument("--json", action="store_true", help="print the entries as JSON")
+
+    p = sub.add_parser("prune-journal", help="delete the change journal of runs older than the retention "
+                       "(journal_retention_days); they can no longer be undone")
+    _add_db(p)
+    p.add_argument("--dry-run", action="store_true", help="say what would be pruned; change nothing")
+    p.add_argument("--json", action="store_true", help="print one JSON object")
+
+
+def _fail(message: str) -> int:
+    from patron_tui.textsafe import visible
+
+    print("\n".join(f"patron-tui: {visible(line)}" for line in message.split("\n")), file=sys.stderr)
+    return 2
+
+
+class _Refused(Exception):
+    pass
+
+
+def main_audit(db_path: Path, args: argparse.Namespace) -> int:
+    try:
+        if args.command == "undo":
+            return _cmd_undo(db_path, args)
+        if args.command == "audit":
+            return _cmd_audit(db_path, args)
+        return _cmd_prune(db_path, args)
+    except _Refused as exc:
+        return _fail(str(exc))
+
+
+def _open(db_path: Path):
+    from patron_tui.store import Store, StoreError
+
+    store = Store(db_path)
+    try:
+        conn = store.connect()
+    except StoreError as exc:
+        raise _Refused(str(exc)) from None
+    return store, conn
+
+
+def _value(v: Any) -> str:
+    from patron_tui.textsafe import visible
+
+    if v is None:
+        return "(none)"
+    if isinstance(v, (bytes, bytearray)):
+        return f"({len(v)} bytes)"
+    return repr(v) if isinstance(v, str) else visible(v)
+
+
+def _print_plan(plan) -> None:
+    from patron_tui.textsafe import visible
+
+    print(visible(plan.describe()))
+    for c in plan.conflicts:
+        print(f"  conflict: {visible(c.describe())}")
+        for f, left, now in c.fields[:10]:
+            print(f"      {visible(f)}: run left {_value(left)}, now {_value(now)}")
+
+
+def _cmd_undo(db_path: Path, args: argparse.Namespace) -> int:
+    from patron_tui.runs import RunEngine
+    from patron_tui.services.undo import UndoRefused, plan_undo, start_undo
+
+    store, conn = _open(db_path)
+    try:
+        plan = plan_undo(conn, args.run_id)
+    finally:
+        conn.close()
+    if plan.refusal:
+        if args.json:
+            print(json.dumps({"dry_run": args.dry_run, **plan.to_json()}, indent=2, ensure_ascii=False))
+            return 2
+        raise _Refused(plan.refusal)
+    if args.dry_run:
+        if args.json:
+            print(json.dumps({"dry_run": True, **plan.to_json()}, indent=2, ensure_ascii=False))
+        else:
+            _print_plan(plan)
+            print("(dry run: nothing changed)")
+        return 0
+    if plan.conflicts and not (args.overwrite or args.skip_conflicts):
+        if args.json:
+            print(json.dumps({"dry_run": False, "refused": "conflicts", **plan.to_json()}, indent=2,
+                             ensure_ascii=False))
+        else:
+            _print_plan(plan)
+        return _fail(f"{len(plan.conflicts)} row(s) were changed again by a later run; nothing was undone. "
+                     "Run again with --skip-conflicts (leave them as they are) or --overwrite (put them back).")
+    engine = RunEngine(store, pool_size=1)
+    try:
+        try:
+            handle = start_undo(engine, store, store.operator, args.run_id,
+                                on_conflict="overwrite" if args.overwrite else "skip")
+        except UndoRefused as exc:
+            raise _Refused(str(exc)) from None
+        handle.wait()
+    finally:
+        engine.shutdown(cancel_running=False)
+    ok = handle.status.value == "succeeded"
+    s = {k: v for k, v in handle.summary.items() if k != "messages"}
+    if args.json:
+        print(json.dumps({"run_id": handle.run_id, "undoes": args.run_id, "status": handle.status.value,
+                          "error": handle.error, "summary": s}, indent=2, ensure_ascii=False))
+    elif ok:
+        print(f"run {handle.run_id}: undid run {args.run_id}: {s.get('reinserted', 0)} rows re-inserted, "
+              f"{s.get('deleted', 0)} deleted, {s.get('restored', 0)} restored; {s.get('conflicts', 0)} conflicts "
+              f"{'overwritten' if args.overwrite else 'skipped'}")
+    if not ok:
+        if not args.json:
+            _fail(f"the undo did not run: {handle.error or handle.status.value}")
+        return 2
+    return 0
+
+
+def _since(text: str | None) -> dt.date | None:
+    if text is None:
+        return None
+    for fmt in ("%Y-%m-%d", "%m/%d/%Y"):
+        try:
+            return dt.datetime.strptime(text.strip(), fmt).date()
+        except ValueError:
+            pass
+    raise _Refused(f"--since: {text!r} is not a date (YYYY-MM-DD or MM/DD/YYYY)")
+
+
+def _cmd_audit(db_path: Path, args: argparse.Namespace) -> int:
+    from patron_tui.services.audit import AuditError, history
+    from patron_tui.textsafe import visible
+
+    since = _since(args.since)
+    _store, conn = _open(db_path)
+    try:
+        try:
+            entries = history(conn, patron=args.patron, operator=args.operator, run_id=args.run, since=since,
+                              table=args.table, limit=max(1, args.limit), offset=max(0, args.offset))
+        except AuditError as exc:
+            raise _Refused(str(exc)) from None
+    finally:
+        conn.close()
+    if args.json:
+        print(json.dumps([e.to_json() for e in entries], indent=2, ensure_ascii=False))
+        return 0
+    if not entries:
+        print("no changes match")
+        return 0
+    for e in entries:
+        run = f"run {e.run_id} ({visible(e.run_title)})" if e.run_id is not None else "no run"
+        print(f"{e.ts[:19].replace('T', ' ')}  {visible(e.operator)}  {run}  {e.op} {e.table} {visible(e.key)}")
+        for c in e.changes:
+            print(f"    {visible(c.field)}: {_value(c.before)} -> {_value(c.after)}")
+    return 0
+
+
+def _cmd_prune(db_path: Path, args: argparse.Namespace) -> int:
+    from patron_tui.runs import RunEngine
+    from patron_tui.services.audit import prune_preview, start_prune
+
+    store, conn = _open(db_path)
+    try:
+        preview = prune_preview(conn)
+    finally:
+        conn.close()
+    if args.dry_run:
+        if args.json:
+            print(json.dumps({"dry_run": True, **preview}, indent=2))
+        else:
+            print(f"would prune {preview['rows']:,} journal rows of {preview['runs']:,} runs that ended before "
+                  f"{preview['cutoff'][:10]} (retention {preview['retention_days']} days); dry run: nothing changed")
+        return 0
+    engine = RunEngine(store, pool_size=1)
+    try:
+        handle = start_prune(engine, store, store.operator)
+        handle.wait()
+    finally:
+        engine.shutdown(cancel_running=False)
+    ok = handle.status.value == "succeeded"
+    s = {k: v for k, v in handle.summary.items() if k != "messages"}
+    if args.json:
+        print(json.dumps({"run_id": handle.run_id, "status": handle.status.value, "error": handle.error,
+                          "summary": s}, indent=2))
+    elif ok:
+        print(f"run {handle.run_id}: pruned {s.get('rows', 0):,} journal rows of {s.get('runs', 0):,} runs; "
+              "those runs can no longer be undone")
+    if not ok:
+        if not args.json:
+            _fail(f"the pruning run did not finish: {handle.error or handle.status.value}")
+        return 2
+    return 0
