@@ -75,6 +75,9 @@ def build_parser() -> argparse.ArgumentParser:
     from patron_tui import cli_audit   # undo, audit, prune-journal
 
     cli_audit.register(sub)
+    from patron_tui import cli_utilities   # utility
+
+    cli_utilities.register(sub)
     from patron_tui import cli_admin   # operators, backup, restore
 
     cli_admin.register(sub)
@@ -211,6 +214,10 @@ def _main(argv: list[str] | None) -> int:
         from patron_tui.cli_audit import main_audit
 
         return main_audit(db_path, args)
+    if args.command == "utility":
+        from patron_tui.cli_utilities import main_utility
+
+        return main_utility(db_path, args)
     if args.command in ("operators", "backup", "restore"):
         from patron_tui.cli_admin import main_admin
 
