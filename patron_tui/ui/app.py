@@ -21,7 +21,8 @@ from patron_tui.ui.logbuffer import LogBuffer
 from patron_tui.ui.screens.home import HomeScreen
 from patron_tui.ui.screens.key_help import KeyHelpScreen
 from patron_tui.ui.screens.patrons import PatronsScreen
-from patron_tui.ui.screens.sections import BatchScreen, JobsScreen, LogScreen
+from patron_tui.ui.screens.batch import BatchScreen
+from patron_tui.ui.screens.sections import JobsScreen, LogScreen
 from patron_tui.ui.screens.utilities import UtilitiesScreen
 from patron_tui.ui.themes import DEFAULT_THEME, load_themes
 from patron_tui.ui.widgets.header import SECTIONS

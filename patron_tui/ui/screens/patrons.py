@@ -72,6 +72,7 @@ class PatronsScreen(SectionScreen):
         Binding("l", "sets", "Sets", id="patrons.sets"),
         Binding("x", "export", "Export", id="patrons.export"),
         Binding("u", "utility", "Utility on this set", id="patrons.utility"),
+        Binding("b", "batch_update", "Batch update", id="patrons.batch_update"),
         Binding("s", "next_sort", "Sort", id="patrons.sort"),
         Binding("o", "reverse_order", "Reverse", show=False, id="patrons.reverse"),
         Binding("r", "reload", "Reload", show=False, id="patrons.reload"),
@@ -295,6 +296,11 @@ class PatronsScreen(SectionScreen):
         finally:
             conn.close()
         self.app.call_from_thread(self.notify, visible(summary.describe()), markup=False, timeout=10)
+
+    def action_batch_update(self) -> None:
+        from patron_tui.ui.screens.batch import open_batch
+
+        open_batch(self.app, set_name=self.selection.set_name, statement=self.selection.statement)
 
     # -- utilities ---------------------------------------------------------------------------
     async def action_utility(self) -> None:

@@ -1,39 +1,14 @@
-"""Sections whose full capability arrives with later issues, and the Log section.
-
-Each says plainly what it will hold; none shows made-up data.
-"""
+"""The Log section, and where the other sections that live in their own modules are found."""
 
 from __future__ import annotations
 
 from textual.app import ComposeResult
-from textual.content import Content
-from textual.widgets import Static
 
 from patron_tui.ui.screens.base import SectionScreen
+from patron_tui.ui.screens.batch import BatchScreen  # the Batch update section lives in batch.py
 from patron_tui.ui.screens.jobs import JobsScreen  # the Jobs section lives in jobs.py
 
 __all__ = ["BatchScreen", "JobsScreen", "LogScreen"]
-
-
-class _Planned(SectionScreen):
-    TEXT = ""
-
-    DEFAULT_CSS = """
-    _Planned #planned { padding: 1 2; height: 1fr; color: $foreground-muted; }
-    """
-
-    def compose_body(self) -> ComposeResult:
-        yield Static(Content(self.TEXT), id="planned")
-
-
-class BatchScreen(_Planned):
-    SECTION = "batch"
-    TEXT = (
-        "Batch update\n\n"
-        "Batch Update Patron Profile works on a query set: choose a medium, fill the fields "
-        "to change, preview, then PROCESS. It is not available in this version yet; "
-        "nothing here changes any patron."
-    )
 
 
 class LogScreen(SectionScreen):
