@@ -284,10 +284,13 @@ class RunContext:
 class RunHandle:
     """A run this process executes: its status and latest progress, to follow it."""
 
-    def __init__(self, run_id: int, cancel_event: threading.Event, *, kind: str = "", title: str = "") -> None:
+    def __init__(self, run_id: int, cancel_event: threading.Event, *, kind: str = "", title: str = "",
+                 operator: str | None = None) -> None:
         self.run_id = run_id
         self.kind = kind
         self.title = title
+        self.operator = operator   # who the run writes as (None: the store's operator)
+        self.interrupted: str | None = None   # why it was stopped, when not by the operator
         self.done = 0
         self.total: int | None = None
         self._cancel = cancel_event
@@ -440,6 +443,37 @@ class RunEngine:
         if handle is not None:
             handle.cancel()
 
+    def adopt(self, run_id: int, kind: str, title: str, fn: RunFunction, *, operator: str,
+              params: dict[str, Any] | None = None) -> RunHandle:
+        """Execute a run whose row exists already (a queued run handed to the scheduler:
+        services/background.py), writing as the operator who queued it."""
+        cancel = threading.Event()
+        handle = RunHandle(run_id, cancel, kind=kind, title=title, operator=operator)
+        self._handles[run_id] = handle
+        self._slots.submit(self._execute, handle, fn, params or {})
+        return handle
+
+    def interrupt_active(self, reason: str) -> list[int]:
+        """Stop every run this process executes because the process is going away (the
+        terminal hung up, the console closed): each rolls back what it was writing, unless it
+        is already committing, and is marked interrupted with `reason`. Does not wait."""
+        active = []
+        for handle in list(self._handles.values()):
+            if not handle.finished:
+                handle.interrupted = reason
+                handle.cancel()
+                active.append(handle.run_id)
+        return active
+
+    def wait_idle(self, timeout: float | None = None) -> bool:
+        """Wait until no run of this process is running; False when `timeout` passed first."""
+        deadline = None if timeout is None else time.monotonic() + timeout
+        for handle in list(self._handles.values()):
+            left = None if deadline is None else max(0.0, deadline - time.monotonic())
+            if not handle._done.wait(left):
+                return False
+        return True
+
     def latest(self) -> RunHandle | None:
         """The most recently started run of this process, if any."""
         return self._handles[max(self._handles)] if self._handles else None
@@ -448,7 +482,7 @@ class RunEngine:
         return [rid for rid, h in self._handles.items() if not h.finished]
 
     def _execute(self, handle: RunHandle, fn: RunFunction, params: dict[str, Any]) -> None:
-        ctx = RunContext(self, handle.run_id, self.store.operator, params, handle._cancel)
+        ctx = RunContext(self, handle.run_id, handle.operator or self.store.operator, params, handle._cancel)
         conn = self.store.connect()
         status = RunStatus.FAILED
         error: str | None = None
@@ -460,9 +494,13 @@ class RunEngine:
                 ctx.summary.update(result)
             status = RunStatus.SUCCEEDED
         except RunCancelled:
-            status = RunStatus.CANCELLED
-            error = "cancelled by the operator"
-            ctx.warning("Run cancelled: nothing it was writing was kept.", code="cancelled")
+            if handle.interrupted:
+                status, error = RunStatus.INTERRUPTED, handle.interrupted
+                ctx.warning(f"Run interrupted ({error}): nothing it was writing was kept.", code="interrupted")
+            else:
+                status = RunStatus.CANCELLED
+                error = "cancelled by the operator"
+                ctx.warning("Run cancelled: nothing it was writing was kept.", code="cancelled")
         except (RunFailed, DatabaseBusy) as exc:
             error = str(exc)
             ctx.error(error, code="failed" if isinstance(exc, RunFailed) else "busy")

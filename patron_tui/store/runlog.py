@@ -138,3 +138,41 @@ def messages(
         sql += f" AND level IN ({','.join('?' * len(levels))})"
         params += levels
     return [dict(r) for r in conn.execute(sql + " ORDER BY id", params)]
+
+
+# -- runs handed to the scheduler ("run in background": services/background.py) ----------------
+
+BACKGROUND_PARAM = "background"   # params key that marks a queued run any scheduler may take
+
+
+def queue_background(conn: sqlite3.Connection, *, kind: str, title: str, operator: str,
+                     params: dict[str, Any] | None = None, job_id: int | None = None,
+                     mode: str | None = None) -> int:
+    """A run row left 'queued' for a scheduler process to execute (started_by 'scheduler')."""
+    return create_run(conn, kind=kind, title=title, operator=operator, job_id=job_id, mode=mode,
+                      params={**(params or {}), BACKGROUND_PARAM: True}, started_by="scheduler")
+
+
+def claim_background(conn: sqlite3.Connection, kinds: Iterable[str], *, pid: int) -> dict[str, Any] | None:
+    """Claim the oldest queued background run of one of `kinds` for process `pid` of this host
+    (compare-and-set on its owner: two schedulers never take the same run). A run claimed by a
+    process of this host that died before starting it is claimed again. None: nothing to take."""
+    kinds = list(kinds)
+    if not kinds:
+        return None
+    host = host_name()
+    rows = conn.execute(
+        "SELECT id, owner_host, owner_pid FROM runs WHERE status = 'queued' AND started_by = 'scheduler'"
+        f" AND json_extract(params, '$.{BACKGROUND_PARAM}') = 1 AND kind IN ({','.join('?' * len(kinds))})"
+        " ORDER BY id", kinds).fetchall()
+    for r in rows:
+        owner = r["owner_pid"]
+        if owner is not None and not (r["owner_host"] == host and not pid_alive(owner)):
+            continue   # another live process has it
+        with write_transaction(conn):
+            cur = conn.execute(
+                "UPDATE runs SET owner_host = ?, owner_pid = ? WHERE id = ? AND status = 'queued'"
+                " AND owner_pid IS ?", (host, pid, r["id"], owner))
+        if cur.rowcount == 1:
+            return get_run(conn, r["id"])
+    return None

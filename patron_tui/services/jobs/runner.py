@@ -117,6 +117,15 @@ def _inactivation(ctx: RunContext, job: Job, summary: dict[str, Any], *, today: 
     if held is not None:
         ctx.warning(f"Inactivation / deletion did not run: {held}.", code="inactivation_held")
         return {"held": held}
+    from patron_tui.services.backup import BackupError, maybe_backup
+
+    try:   # the setting backup_before_destructive: a backup first, or no inactivation/deletion
+        taken = maybe_backup(ctx.conn, f"the inactivation/deletion rules of job {job.name}")
+    except BackupError as exc:
+        ctx.error(f"Inactivation / deletion did not run: {exc}.", code="inactivation_held")
+        return {"held": str(exc)}
+    if taken is not None:
+        ctx.info(f"Backup before inactivation / deletion: {taken}", code="backup")
     today = today or dt.datetime.now().date()
     with ctx.writer() as w:
         outcomes = apply_rules(w, rules, today, allow_outstanding=job.options.allow_delete_outstanding)

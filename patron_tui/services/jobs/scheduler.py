@@ -97,6 +97,13 @@ def run_due(store: Store, now: datetime | None = None, *, clock: Clock = system_
         filler = start_filler(engine, store, store.operator, started_by="scheduler")
         if filler is not None:
             log.info("service-queue filler run %s started", filler.run_id)
+        # runs handed to the scheduler ("run in background", services/background.py)
+        from patron_tui.services.background import pick_up
+
+        for handle in pick_up(engine, store):
+            results.append({"job": handle.title, "slot": "", "mode": handle.kind, "action": "background",
+                            "run_id": handle.run_id, "status": "started"})
+            handles.append((results[-1], handle))
         if wait or own_engine:
             for result, handle in handles:
                 handle.wait()
