@@ -84,7 +84,7 @@ def test_categories_and_date_ranges(store, options, expected):
     # the preview listed exactly the patrons whose charges were forgiven, with their totals
     owners = {b for key, b, *_ in CHARGES if key in expected}
     assert {c.barcode for c in plan.changes} == owners
-    assert pv.notes[0].endswith(f"{len(expected)} charges are forgiven.")
+    assert pv.notes[0].endswith(f": {len(expected)} open charges to forgive.")
 
 
 def test_accumulating_fine_stops_and_rows_stay(store):

@@ -85,7 +85,7 @@ def open_charges(conn, ids: list[int], options: ForgiveOptions) -> list:
 class ForgiveCharges(Utility):
     name = "forgive-charges"
     title = "Forgive Charges"
-    description = "Forgives the selected patrons' charges, fees or fines of a category and transaction date range."
+    description = "Forgives the selected patrons' charges, fees or fines of a category and transaction date range"
     Options = ForgiveOptions
 
     def plan(self, conn, ids, options: ForgiveOptions, operator) -> Plan:
@@ -113,7 +113,7 @@ class ForgiveCharges(Utility):
         cat = CATEGORY_TITLES[options.category]
         span = (f"transactions {options.starting.strftime('%m/%d/%Y') if options.starting else 'any time'}"
                 f" to {options.ending.strftime('%m/%d/%Y') if options.ending else 'now'}")
-        notes = [f"{cat}; {span}: {len(charge_ids)} charges are forgiven."]
+        notes = [f"{cat}; {span}: {len(charge_ids)} open charges to forgive."]
         if without:
             notes.append(f"{without} selected patrons have no open charges of this category and dates.")
         return Plan(selected=len(ids), changes=changes, skipped=skipped, notes=notes, column="Open charges",

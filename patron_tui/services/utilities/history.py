@@ -32,7 +32,7 @@ class NoOptions(BaseModel):
 class RemovePatronHistory(Utility):
     name = "remove-patron-history"
     title = "Remove Patron History"
-    description = "Removes everything but Lexile history from the selected patrons' histories."
+    description = "Removes everything but Lexile history from the selected patrons' histories"
     Options = NoOptions
     removes_data = True
 
@@ -76,7 +76,7 @@ class RemovePatronHistory(Utility):
 class RemovePatronPictures(Utility):
     name = "remove-patron-pictures"
     title = "Remove Patron Pictures"
-    description = "Removes the pictures of the selected patrons."
+    description = "Removes the pictures of the selected patrons"
     Options = NoOptions
     removes_data = True
 

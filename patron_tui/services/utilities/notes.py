@@ -56,7 +56,7 @@ class AddNotesOptions(BaseModel):
 class AddPatronNotes(Utility):
     name = "add-patron-notes"
     title = "Add Patron Notes"
-    description = "Adds a Contact, General, Alert or Category note to the selected patrons (or replaces theirs)."
+    description = "Adds a Contact, General, Alert or Category note to the selected patrons (or replaces theirs)"
     Options = AddNotesOptions
 
     def plan(self, conn, ids, options: AddNotesOptions, operator) -> Plan:
@@ -103,7 +103,7 @@ class RemoveNotesOptions(BaseModel):
 class RemovePatronNotes(Utility):
     name = "remove-patron-notes"
     title = "Remove Patron Notes"
-    description = "Removes all Contact, General, Alert or Category notes from the selected patrons."
+    description = "Removes all Contact, General, Alert or Category notes from the selected patrons"
     Options = RemoveNotesOptions
     removes_data = True
 

@@ -46,7 +46,7 @@ def _plural(n: int, word: str) -> str:
 class RemovePatrons(Utility):
     name = "remove-patrons"
     title = "Remove Patrons"
-    description = "Removes the selected patron records (reviews pass to the Unknown Patron)."
+    description = "Removes the selected patron records (reviews pass to the Unknown Patron)"
     Options = RemoveOptions
     removes_data = True
 
