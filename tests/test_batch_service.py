@@ -379,3 +379,24 @@ def test_choices_offer_media_subjects_statuses_and_order_fields(store):
     assert ("DB", "Digital talking book cartridge") in c.media and ("MYS", "Mystery") in c.subjects
     assert c.statuses_of_service[:4] == ["Active", "Suspended", "Inactive", "On hold"]
     assert "On request" in c.frequencies and ("id", "Patron record order") in c.order_fields
+
+
+def test_a_batch_update_handed_to_the_scheduler_runs_from_its_params(store):
+    from patron_tui.services import background
+
+    conn = store.connect()
+    update = batch.BatchUpdate(medium="DB", max_items_out=4, spacing=batch.Spacing(
+        start=date(2026, 2, 2), every_days=1, group_size=5, order_by="id"))
+    tgt = batch.target(conn, statement=GRADE5)
+    run_id = background.queue_run(conn, "tester", batch.BATCH_KIND, "batch",
+                                  {"target": tgt.model_dump(), "update": json.loads(update.model_dump_json())})
+    engine = RunEngine(store, pool_size=1)
+    try:
+        [handle] = background.pick_up(engine, store)
+        handle.wait(30)
+    finally:
+        engine.shutdown()
+    assert handle.run_id == run_id and handle.status.value == "succeeded", handle.error
+    got = profiles(conn)
+    assert [got[b]["max_items_out"] for b in IN_GRADE5] == [4] * 6
+    assert [got[b]["next_service_date"] for b in IN_GRADE5] == ["2026-02-02"] * 5 + ["2026-02-03"]

@@ -34,10 +34,11 @@ import sqlite3
 from datetime import date
 from typing import Any
 
-from pydantic import BaseModel, Field, field_validator, model_validator
+from pydantic import BaseModel, Field, ValidationError, field_validator, model_validator
 
 from patron_tui.models import EventKind
 from patron_tui.runs import RunContext, RunEngine, RunFailed, RunHandle
+from patron_tui.services.background import register_background
 from patron_tui.services.permissions import require_batch_tools
 from patron_tui.services.query_sets import QuerySetError, Selection, resolve
 from patron_tui.services.queries import StatementError
@@ -615,3 +616,17 @@ def _apply_in_slices(ctx: RunContext, w: ChangesetWriter, update: BatchUpdate, c
         done += len(part)
         ctx.progress(done, total)
     return sorted(failed)
+
+
+def _run_queued(ctx: RunContext) -> dict[str, Any]:
+    """A batch update handed to the scheduler ("run in background"): its target and update
+    are the run's params, as start_batch_update records them."""
+    try:
+        tgt = Target.model_validate(ctx.params["target"])
+        update = BatchUpdate.model_validate(ctx.params["update"])
+    except (KeyError, TypeError, ValidationError):
+        raise RunFailed("this queued batch update names no patrons or no valid update") from None
+    return run_batch_update(ctx, tgt, update)
+
+
+register_background(BATCH_KIND, _run_queued, permission="batch_tools")
