@@ -106,3 +106,24 @@ def test_the_unknown_patron_is_never_removed(store):
     assert conn.execute("SELECT count(*) FROM patrons WHERE is_system = 1").fetchone()[0] == 1
     conn.close()
     assert barcodes(store) == {"R7"}
+
+
+def test_a_backup_is_taken_first_when_the_setting_is_on(store):
+    import sqlite3
+
+    from patron_tui.store import ChangesetWriter
+
+    conn = store.connect()
+    with ChangesetWriter(conn, operator="tester", run_id=None) as w:
+        w.update("settings", "backup_before_destructive", {"value": "on"})
+    conn.close()
+    plan, pv, handle = preview_then_run(store, "remove-patrons", SEL, {})
+    conn = store.connect()
+    note = next(n for n in U.report(conn, handle.run_id).notes if n.startswith("A backup of the database"))
+    conn.close()
+    copy = note.split(": ", 1)[1]
+    old = sqlite3.connect(copy)
+    # the copy is the database before the run: the removed patrons are still in it
+    assert {r[0] for r in old.execute("SELECT barcode FROM patrons WHERE barcode IN ('R1', 'R6')")} == {"R1", "R6"}
+    old.close()
+    assert "R1" not in barcodes(store)

@@ -8,20 +8,26 @@ it, every selected patron goes: checked-out items are declared lost (the patron'
 so the operations report keeps them: one note per item with its barcode and title), and holds,
 reservations, charges and credits are removed with the patron. The Unknown Patron (the system
 patron) and protected patrons are never removed.
+
+With the setting `backup_before_destructive` on, a backup of the database is taken first
+(services/backup.py, on its own connection: a copy of the database as it was before this run's
+transaction), and the report names it; a backup that fails fails the run, nothing removed.
 """
 
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 from pydantic import BaseModel, Field
 
+from patron_tui.runs import RunFailed
 from patron_tui.services.removal import delete_patrons
 from patron_tui.services.utilities.base import (
     SYSTEM_REASON, Plan, Utility, change, patron_name, patron_rows, register, skip,
 )
 from patron_tui.services.utilities.charges import money
-from patron_tui.store import ChangesetWriter
+from patron_tui.store import ChangesetWriter, Store
 
 PROTECTED_REASON = "protected: no removal touches it (`patron-tui protect --off` lifts that)"
 
@@ -112,4 +118,16 @@ class RemovePatrons(Utility):
                     data={"remove": removed})
 
     def apply(self, writer: ChangesetWriter, plan: Plan, options: RemoveOptions, ctx) -> None:
+        if not plan.data.get("remove"):
+            return
+        from patron_tui.services.backup import BackupError, maybe_backup
+
+        db_path = Path(writer.conn.execute("PRAGMA database_list").fetchone()["file"])
+        try:
+            # its own connection: VACUUM INTO reads the last commit, the database before this run
+            taken = maybe_backup(Store(db_path, operator=writer.operator), "Remove Patrons")
+        except BackupError as exc:
+            raise RunFailed(f"The backup before Remove Patrons failed: {exc}. Nothing was removed.") from None
+        if taken is not None:
+            plan.notes.append(f"A backup of the database was taken first: {taken}")
         delete_patrons(writer, plan.data.get("remove", []), with_transactions=options.remove_with_outstanding)
