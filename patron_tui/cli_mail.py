@@ -58,7 +58,7 @@ def main_mail(db_path: Path, args: argparse.Namespace) -> int:
     from pydantic import ValidationError
 
     from patron_tui.services import mail
-    from patron_tui.services.permissions import PermissionDenied, require_batch_tools
+    from patron_tui.services.permissions import PermissionDenied, require
     from patron_tui.store import Store, StoreError
     from patron_tui.textsafe import visible
 
@@ -83,7 +83,7 @@ def main_mail(db_path: Path, args: argparse.Namespace) -> int:
             changes["starttls"] = args.starttls == "on"
         if changes or args.password_stdin or args.forget_password:
             try:
-                require_batch_tools(conn, store.operator)
+                require(conn, store.operator, "manage_patrons")   # district settings, like SFTP jobs
             except PermissionDenied as exc:
                 return _fail(str(exc))
         if changes:

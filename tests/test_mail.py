@@ -111,3 +111,15 @@ def test_cli_mail_settings_and_test(tmp_path: Path, capsys, monkeypatch):
     assert "outbox" in capsys.readouterr().out
     assert len(list(mail.outbox_path(store.path).glob("*.eml"))) == 1
     assert not os.environ.get("SMTP_PASSWORD")
+
+
+def test_cli_mail_settings_need_the_manage_patrons_permission(tmp_path: Path, capsys):
+    store = district(tmp_path / "d.db")     # its operator is "tester", not this login
+    assert main(["--db", str(store.path), "mail-settings", "--host", "smtp.school.test"]) == 2
+    assert "may not manage patrons" in capsys.readouterr().err
+    conn = store.connect()
+    assert not mail.load_settings(conn).configured
+    conn.close()
+    # reading the settings needs no permission, and shows no password
+    assert main(["--db", str(store.path), "mail-settings"]) == 0
+    assert "password: none" in capsys.readouterr().out

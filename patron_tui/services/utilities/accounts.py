@@ -52,7 +52,7 @@ from pydantic import BaseModel, Field, model_validator
 from patron_tui.runs import RunFailed
 from patron_tui.services import mail
 from patron_tui.services.jobs.secrets import Secret
-from patron_tui.services.permissions import operator_level, outranks, require_password_reset
+from patron_tui.services.permissions import operator_level, outranks, require
 from patron_tui.services.utilities.base import (
     SYSTEM_REASON, Plan, Skip, Utility, UtilityError, change, patron_name, patron_rows, register, skip,
 )
@@ -236,7 +236,7 @@ class ResetPatronAccounts(Utility):
     Options = ResetOptions
 
     def check(self, conn, operator: str, options: ResetOptions) -> None:
-        require_password_reset(conn, operator)
+        require(conn, operator, "reset_passwords")   # batch tools and "may reset patron passwords"
         if options.password_by == "email_link" and not mail.load_settings(conn).reset_url:
             raise UtilityError("Reset password by: Patron (email link) needs the address of the password reset "
                                "page; set it with `patron-tui mail-settings --reset-url URL`.")
