@@ -308,3 +308,31 @@ def test_reassign_union_site_patrons(tmp_path):
     with pytest.raises(UtilityError, match="Union Site is not a target"):
         U.preview(conn, "reassign-union-site-patrons", Selections(statement=""), {"new_site": "UNION"}, "tester")
     conn.close()
+
+
+def test_recompute_refuses_when_the_policy_changed_since_the_preview(tmp_path):
+    store = make_store(tmp_path, [{"policy": "STAFF"}])
+    add_loan(store, "B0", "2026-01-05T10:00:00.000000Z", "2026-01-19T23:59:59.000000Z")
+    conn = store.connect()
+    sel = Selections(sites=["HS"])
+    pv = U.preview(conn, "recompute-due-dates", sel, {}, "tester")
+    with ChangesetWriter(conn, operator="tester", run_id=None) as w:   # the after-values change, not the before
+        w.update("policies", conn.execute("SELECT id FROM policies WHERE code = 'STAFF'").fetchone()[0],
+                 {"loan_days": 7})
+    engine = RunEngine(store, pool_size=1)
+    try:
+        handle = U.start_utility(engine, store, "tester", "recompute-due-dates", sel, {}, fingerprint=pv.fingerprint)
+        handle.wait()
+    finally:
+        engine.shutdown(cancel_running=False)
+    assert handle.status.value == "failed" and "preview again" in handle.error
+    assert conn.execute("SELECT due_at FROM checkouts").fetchone()[0] == "2026-01-19T23:59:59.000000Z"
+    conn.close()
+
+
+def test_advance_all_grades_describes_its_selection_as_everyone(tmp_path):
+    store = make_store(tmp_path, [{"grade": "3"}])
+    conn = store.connect()
+    assert U.preview(conn, "advance-all-grades", Selections(), {}, "tester").selections == "all patrons"
+    assert U.preview(conn, "advance-all-grades", Selections(grades=["3"]), {}, "tester").selections == "Grade 3"
+    conn.close()

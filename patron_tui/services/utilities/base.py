@@ -45,7 +45,8 @@ __all__ = [
     "Change", "Skip", "Plan", "Preview", "Report", "Utility", "UtilityError", "Selections",
     "OptionField", "UTILITIES", "RUN_KIND", "SAMPLES", "register", "get", "choices", "option_fields",
     "parse_options", "preview", "start_utility", "run_utility", "report", "report_csv",
-    "patron_rows", "patron_name", "fingerprint", "PermissionDenied", "SYSTEM_REASON",
+    "patron_rows", "patron_name", "fingerprint", "PermissionDenied", "SYSTEM_REASON", "set_rows", "skip",
+    "change", "plan_for", "validate_options", "run_utility",
 ]
 
 RUN_KIND = "utility"
@@ -334,7 +335,9 @@ def _check_choices(conn: sqlite3.Connection, utility: Utility, options: BaseMode
 
 def patron_name(row: Any) -> str:
     last, first = row["last_name"], row["first_name"]
-    return ", ".join(x for x in (last, first) if x) or "(no name)"
+    if last and first:
+        return f"{last}, {first}"
+    return last or first or "(no name)"
 
 
 def patron_rows(conn: sqlite3.Connection, ids: Sequence[int], columns: Iterable[str] = ()) -> list[sqlite3.Row]:
@@ -358,13 +361,29 @@ def change(row: Any, before: Any, after: Any, *, row_id: int | None = None) -> C
                   row_id=row_id)
 
 
+def set_rows(writer: ChangesetWriter, table: str, keys: Iterable[int], changes: dict[str, Any]) -> int:
+    """Set the same `changes` on every row of `table` whose id is in `keys`: set-based (one
+    key table, two statements: `ChangesetWriter.update_where`), journalled like update_many.
+    Returns the rows changed."""
+    conn = writer.conn
+    conn.execute("DROP TABLE IF EXISTS temp._util_keys")
+    conn.execute("CREATE TEMP TABLE _util_keys (k INTEGER PRIMARY KEY)")
+    try:
+        conn.execute("INSERT OR IGNORE INTO temp._util_keys (k) SELECT value FROM json_each(?)",
+                     (json.dumps(list(keys)),))
+        return writer.update_where(table, changes, keys="_util_keys")
+    finally:
+        conn.execute("DROP TABLE IF EXISTS temp._util_keys")
+
+
 def fingerprint(ids: Sequence[int], plan: Plan) -> str:
-    """"<selected count>-<hash>": the hash of the selected ids and every change's row and
-    before-value (the count lets a refusal say how many patrons were selected then)."""
+    """"<selected count>-<hash>": the hash of the selected ids, every change's row, before- and
+    after-value, and every skip (the count lets a refusal say how many patrons were selected
+    then). A run whose plan hashes differently would not do what the preview showed."""
     h = hashlib.blake2b(digest_size=16)
     h.update(json.dumps(list(ids)).encode())
-    for c in plan.changes:
-        h.update(json.dumps([c.patron_id, c.row_id, c.before]).encode())
+    h.update(json.dumps([(c.patron_id, c.row_id, c.before, c.after) for c in plan.changes]).encode())
+    h.update(json.dumps([(s.patron_id, s.reason) for s in plan.skipped]).encode())
     return f"{len(ids)}-{h.hexdigest()}"
 
 
@@ -411,10 +430,17 @@ def preview(conn: sqlite3.Connection, name: str, selections: Selections, options
     UtilityError (unavailable, bad option, no selection), PermissionDenied."""
     util, options, terms, ids = _prepare(conn, name, selections, options, operator)
     plan = _plan(conn, util, ids, options, operator, terms)
-    return Preview(utility=util.name, title=terms.apply(util.title), selections=selections.describe(terms),
+    return Preview(utility=util.name, title=terms.apply(util.title), selections=describe(util, selections, terms),
                    selected=plan.selected, changes=len(plan.changes), samples=plan.changes[:SAMPLES],
                    skipped=plan.skipped, notes=plan.notes, fingerprint=plan.fingerprint,
                    removes_data=util.removes_data, column=plan.column)
+
+
+def describe(util: Utility, selections: Selections, terms: Terms) -> str:
+    """The selection in one line; "all patrons" for a utility that acts on everyone."""
+    if selections.is_empty() and not util.needs_selection:
+        return "all patrons"
+    return selections.describe(terms)
 
 
 def _refused_since(expected: str, now: str) -> str:
@@ -434,7 +460,7 @@ def run_utility(ctx: RunContext, name: str, selections: Selections, options: Bas
             util, options, terms, ids = _prepare(conn, name, selections, options, operator)
         except (UtilityError, PermissionError) as exc:
             raise RunFailed(str(exc)) from None
-        ctx.info(f"{terms.apply(util.title)}: {selections.describe(terms)} - {len(ids)} patrons selected.")
+        ctx.info(f"{terms.apply(util.title)}: {describe(util, selections, terms)} - {len(ids)} patrons selected.")
         ctx.progress(0, len(ids), force=True)
         plan = _plan(conn, util, ids, options, operator, terms)
         if expected and plan.fingerprint != expected:

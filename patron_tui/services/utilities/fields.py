@@ -20,7 +20,7 @@ from patron_tui.services.permissions import (
     PermissionDenied, group_level, operator_level, outranks, require_may_assign_group,
 )
 from patron_tui.services.utilities.base import (
-    SYSTEM_REASON, Change, Plan, Utility, UtilityError, change, patron_rows, register, skip,
+    SYSTEM_REASON, Change, Plan, Utility, UtilityError, change, patron_rows, register, set_rows, skip,
 )
 from patron_tui.services.utilities.terms import Terms
 from patron_tui.store import ChangesetWriter
@@ -82,12 +82,17 @@ class _SetColumn(Utility):
         return plan
 
     def extra_changes(self, c: Change, writer: ChangesetWriter) -> dict[str, Any]:
+        """Other columns that change with this one (hashable values); {} for none."""
         return {}
 
     def apply(self, writer: ChangesetWriter, plan: Plan, options: Any, ctx: Any) -> None:
-        writer.update_many("patrons", (
-            (c.patron_id, {self.column: c.after, **self.extra_changes(c, writer), "updated_at": writer.ts})
-            for c in plan.changes))
+        # every change sets the same value: one set-based update per shape of extra columns
+        groups: dict[tuple, list[int]] = {}
+        for c in plan.changes:
+            extra = self.extra_changes(c, writer)
+            groups.setdefault((c.after, *sorted(extra.items())), []).append(c.patron_id)
+        for (after, *extra), ids in groups.items():
+            set_rows(writer, "patrons", ids, {self.column: after, **dict(extra), "updated_at": writer.ts})
 
 
 # -- grades ----------------------------------------------------------------------------------------
