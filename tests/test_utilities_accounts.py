@@ -239,7 +239,10 @@ def test_reset_links_through_a_real_smtp_server(store, caplog):
     assert got["A4"]["password_hash"] == "scrypt$old"
     assert {c.barcode for c in plan.changes} == set(expected)
     assert handle.summary["changed"] == 5
-    assert any("5 reset messages were sent through 127.0.0.1" in n for n in U.report(store.connect(), handle.run_id).notes)
+    conn = store.connect()
+    notes = U.report(conn, handle.run_id).notes
+    conn.close()
+    assert any("5 reset messages were sent through 127.0.0.1" in n for n in notes)
     _no_secret_anywhere(store, handle.run_id, tokens, caplog.text)
 
 

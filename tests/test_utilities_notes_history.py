@@ -9,7 +9,7 @@ import pytest
 
 from patron_tui.services import utilities as U
 from patron_tui.services.utilities import Selections, UtilityError
-from patron_tui.store import Store, utc_now
+from patron_tui.store import Store
 from tests.conftest import district
 from tests.utilities_helpers import ids_by_barcode, insert, preview_then_run
 

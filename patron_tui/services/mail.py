@@ -14,6 +14,7 @@ link or a token; an error text that would quote one is scrubbed.
 
 from __future__ import annotations
 
+import json
 import os
 import smtplib
 import socket
@@ -87,7 +88,7 @@ class MailSettings(BaseModel):
 def load_settings(conn) -> MailSettings:
     rows = {r[0]: r[1] for r in conn.execute(
         "SELECT key, value FROM settings WHERE key IN (SELECT value FROM json_each(?))",
-        (_json_list(SETTING_KEYS.values()),))}
+        (json.dumps(list(SETTING_KEYS.values())),))}
     values: dict = {}
     for name, key in SETTING_KEYS.items():
         if key in rows:
@@ -286,12 +287,6 @@ def send_test(settings: MailSettings, password: Secret | str | None, to: str, *,
     except (OSError, smtplib.SMTPException) as exc:
         raise MailError(f"the test message to {to} was not sent: {type(exc).__name__}: {exc}") from None
     return f"the test message to {to} was sent through {settings.host}:{settings.port}"
-
-
-def _json_list(values) -> str:
-    import json
-
-    return json.dumps(list(values))
 
 
 __all__ = ["Delivery", "MailError", "MailSettings", "ResetMessage", "load_settings", "outbox_path",

@@ -259,7 +259,7 @@ class ResetPatronAccounts(Utility):
             if not outranks(op_level, level):
                 if level is None:
                     why = (f"security group {group!r} is not in the security-group table" if group
-                           else "has no security group") + f": only a level 0 operator may reset it"
+                           else "has no security group") + ": only a level 0 operator may reset it"
                 else:
                     why = (f"security group {group} is level {level}; your level {op_level} may reset only "
                            f"higher level numbers")
