@@ -99,6 +99,8 @@ class PatronApp(App[int]):
 
     def on_unmount(self) -> None:
         if self.engine is not None:
+            # closed mid-run: each run commits or rolls back whole, and is marked interrupted
+            self.engine.interrupt_active("the console was closed while it ran")
             self.engine.shutdown(cancel_running=True)
 
     # -- the live log ---------------------------------------------------------------------
@@ -234,5 +236,8 @@ def run_console(db_path: Path, *, theme: str | None = None, pool_size: int | Non
         print(f"patron-tui: {exc}", file=sys.stderr)
         return 2
     app = make_app(db_path, theme=theme, notice=notice, pool_size=pool_size)
+    from patron_tui.ui.hangup import install as handle_hangup   # SIGHUP/SIGTERM mid-run
+
+    handle_hangup(app)
     app.run()
     return 0
