@@ -133,6 +133,14 @@ def test_first_last_with_nickname_and_email_usernames(store):
     assert usernames(store)["A4"] == "A4"
 
 
+def test_first_email_is_the_first_address_listed():
+    from patron_tui.services.utilities.accounts import first_email
+
+    assert first_email({"email": " a@x.test; b@y.test", "email2": "c@z.test"}) == "a@x.test"
+    assert first_email({"email": "", "email2": "c@z.test, d@z.test"}) == "c@z.test"
+    assert first_email({"email": "none", "email2": ""}) == ""
+
+
 def test_fold_and_last_name_passwords():
     assert fold("Ó'Brien-Ruíz") == "OBrienRuiz" and fold("Straße Ærø") == "StrasseAEro"
     assert last_name_password("Anderson") == ("Anderson", False)

@@ -40,6 +40,7 @@ from __future__ import annotations
 import hashlib
 import hmac
 import json
+import re
 import secrets
 import unicodedata
 from datetime import date, timedelta
@@ -197,10 +198,12 @@ class ResetOptions(BaseModel):
 
 
 def first_email(row) -> str:
+    """The first address listed: in `email` (a field may list several, split by ; , or
+    spaces), else in `email2`; "" when there is none."""
     for col in ("email", "email2"):
-        value = (row[col] or "").strip()
-        if value:
-            return value
+        for value in re.split(r"[;,\s]+", row[col] or ""):
+            if "@" in value:
+                return value
     return ""
 
 
