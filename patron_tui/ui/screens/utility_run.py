@@ -468,11 +468,13 @@ class UtilityScreen(Screen[None]):
 
     def on_model_form_field_focused(self, event: ModelForm.FieldFocused) -> None:
         spec = event.spec
-        text = spec.description or "F5 preview · Ctrl+R run · F2 Selections · F3 Options · Esc back"
+        text = (event.form.errors.get(spec.name) or spec.description
+                or "F5 preview · Ctrl+R run · F2 Selections · F3 Options · Esc back")
         self.query_one("#ur-hint", Static).update(Content(visible(text)))
 
     def on_model_form_edited(self, event: ModelForm.Edited) -> None:
-        event.form.show_errors({})
+        if event.name in event.form.errors:
+            event.form.show_errors({k: v for k, v in event.form.errors.items() if k != event.name})
         if self.previewed is not None and not self.running:
             self.set_status("The form changed since the preview: F5 previews again.")
 
@@ -554,6 +556,7 @@ class UtilityScreen(Screen[None]):
                 form.show_errors({field_name: message})
                 self.query_one(TabbedContent).active = "tab-selections" if form_name == "selections" else "tab-options"
                 form.focus_field(field_name)
+                self.query_one("#ur-hint", Static).update(Content(visible(message)))
 
     def show_preview(self, previewed: Previewed) -> None:
         self.previewed = previewed

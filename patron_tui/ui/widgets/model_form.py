@@ -181,11 +181,12 @@ class ModelForm(Vertical):
     ModelForm .mf-row > Input { width: 1fr; }
     ModelForm .mf-row > Select { width: 1fr; }
     ModelForm .mf-row > Checkbox { width: 1fr; }
+    ModelForm .mf-bool { padding: 0 0 0 0; }
     ModelForm .mf-multi { height: auto; }
     ModelForm .mf-multi > Label { width: 24; }
     ModelForm .mf-multi > SelectionList { width: 1fr; height: auto; max-height: 6; }
-    ModelForm .mf-error { display: none; height: auto; padding: 0 0 0 24; color: $error; }
-    ModelForm .mf-error.-shown { display: block; }
+    ModelForm Label.-error { color: $error; text-style: bold reverse; }
+    ModelForm Checkbox.-error { color: $error; text-style: bold reverse; }
     ModelForm .mf-empty { color: $foreground-muted; height: auto; }
     """
 
@@ -221,6 +222,8 @@ class ModelForm(Vertical):
         self.empty_text = empty_text
         self._by_widget: dict[str, FieldSpec] = {}
         self._filling = True
+        #: field -> the sentence of its last error (cleared when the field is edited)
+        self.errors: dict[str, str] = {}
 
     # -- building -------------------------------------------------------------------------
     def _pairs(self, spec: FieldSpec) -> list[tuple[str, str]]:
@@ -238,7 +241,7 @@ class ModelForm(Vertical):
         value = self._initial(spec)
         tooltip = spec.description or None
         if spec.kind == "bool":
-            return MarkedCheckbox(Content(""), value=bool(value), id=wid, compact=True)
+            return MarkedCheckbox(Content(visible(spec.title)), value=bool(value), id=wid, compact=True)
         if spec.kind in ("choice", "query_set") and not (spec.choices in OPEN_CHOICES and not spec.literal):
             pairs = self._pairs(spec)
             shown = shown_value(value)
@@ -286,12 +289,13 @@ class ModelForm(Vertical):
         for spec in self.specs:
             widget = self.widget_for(spec)
             self._by_widget[widget.id or ""] = spec
-            label = Label(Content(visible(spec.title)))
-            if spec.kind == "multi":
+            label = Label(Content(visible(spec.title)), id=_wid(self.prefix, spec.name) + "-label")
+            if spec.kind == "bool":   # the box carries its title: "[X] Replace existing notes"
+                yield Horizontal(widget, classes="mf-row mf-bool")
+            elif spec.kind == "multi":
                 yield Horizontal(label, widget, classes="mf-multi")
             else:
                 yield Horizontal(label, widget, classes="mf-row")
-            yield Static(Content(""), id=_wid(self.prefix, spec.name) + "-error", classes="mf-error")
 
     def on_mount(self) -> None:
         self.call_after_refresh(self._filled)
@@ -338,11 +342,13 @@ class ModelForm(Vertical):
         return next((s for s in self.specs if s.name == name), None)
 
     def show_errors(self, errors: Mapping[str, str]) -> None:
+        """Mark the fields named in `errors` (their label, or a checkbox itself); the screen
+        says the sentence (and shows it again when the field takes the focus)."""
+        self.errors = {k: v for k, v in errors.items() if self.spec(k) is not None}
         for spec in self.specs:
-            line = self.query_one("#" + _wid(self.prefix, spec.name) + "-error", Static)
-            message = errors.get(spec.name, "")
-            line.update(Content(visible(message)))
-            line.set_class(bool(message), "-shown")
+            wid = _wid(self.prefix, spec.name)
+            marked = self.query_one(f"#{wid}" if spec.kind == "bool" else f"#{wid}-label")
+            marked.set_class(spec.name in self.errors, "-error")
 
     def focus_field(self, name: str) -> None:
         if self.spec(name) is not None:

@@ -1,0 +1,292 @@
+"""Pilot at 80x24, keyboard only: the Utilities section lists the utilities (filter by typing),
+opens one with its Selections and Options forms, previews, runs what was previewed and shows
+the operations report; the database is checked afterwards. Also: a query set handed over from
+the Patrons screen (u), the typed count of a removal, a stale preview refused, a field named
+in an error, and the district's terminology."""
+
+from __future__ import annotations
+
+from textual.widgets import Input, OptionList, Select, SelectionList
+
+from patron_tui.services import query_sets
+from patron_tui.store import ChangesetWriter
+from patron_tui.ui.app import make_app
+from patron_tui.ui.screens.patrons import PatronsScreen
+from patron_tui.ui.screens.query_dialogs import ConfirmScreen, SetsScreen
+from patron_tui.ui.screens.utilities import UtilitiesScreen
+from patron_tui.ui.screens.utility_run import FollowUpScreen, UtilityScreen
+
+from tests.conftest import district, patron_where
+from tests.pilot import settle, wait_until
+
+
+def make_district(tmp_path):
+    rows = []
+    for i, (grade, homeroom) in enumerate([("9", "101"), ("9", "101"), ("10", "102"), ("10", "102"),
+                                           ("12", "Gone"), ("12", "Gone"), ("11", "103")]):
+        rows.append({"barcode": f"B{i}", "district_id": f"D{i}", "site": "HS", "last_name": f"Last{i}",
+                     "first_name": f"First{i}", "grade": grade, "homeroom": homeroom, "status": "Active"})
+    return district(tmp_path / "district.db", rows)
+
+
+def listed(screen: UtilitiesScreen) -> list[str]:
+    return [e.title for e in screen.shown]
+
+
+def text_of(screen, selector: str) -> str:
+    return str(screen.query_one(selector).render())
+
+
+async def open_utility(app, pilot, typed: str, title: str) -> UtilityScreen:
+    """From the Utilities section: type a filter, Enter to the list, down to `title`, Enter."""
+    screen = app.screen
+    assert isinstance(screen, UtilitiesScreen)
+    await wait_until(app, pilot, lambda: len(screen.entries) > 1)
+    await pilot.press(*typed)
+    await pilot.press("enter")
+    assert isinstance(app.focused, OptionList)
+    for _ in range(len(screen.shown)):
+        if screen.shown[app.focused.highlighted].title == title:
+            break
+        await pilot.press("down")
+    await pilot.press("enter")
+    await wait_until(app, pilot, lambda: isinstance(app.screen, UtilityScreen) and app.screen.info is not None)
+    await settle(app, pilot)
+    return app.screen
+
+
+async def tab_to(app, pilot, widget_id: str, *, limit: int = 30) -> None:
+    for _ in range(limit):
+        if app.focused is not None and app.focused.id == widget_id:
+            return
+        await pilot.press("tab")
+    raise AssertionError(f"tab never reached #{widget_id} (at {app.focused!r})")
+
+
+async def pick(app, pilot, value: str) -> None:
+    """In the focused multi-pick: down to `value`, Space."""
+    chooser = app.focused
+    assert isinstance(chooser, SelectionList)
+    for _ in range(chooser.option_count):
+        if chooser.get_option_at_index(chooser.highlighted).value == value:
+            break
+        await pilot.press("down")
+    await pilot.press("space")
+
+
+async def choose(app, pilot, typed: str) -> None:
+    """On the focused Select: Enter opens it, typing finds the entry, Enter takes it."""
+    assert isinstance(app.focused, Select)
+    await pilot.press("enter")
+    await pilot.pause()
+    await pilot.press(*typed)
+    await pilot.press("enter")
+    await pilot.pause()
+
+
+async def preview_and_run(app, pilot, screen: UtilityScreen) -> None:
+    await pilot.press("f5")
+    await wait_until(app, pilot, lambda: screen.previewed is not None, why=lambda: screen._last_problem)
+    await pilot.press("ctrl+r")
+    await wait_until(app, pilot, lambda: screen.report is not None or isinstance(app.screen, ConfirmScreen),
+                     why=lambda: screen._last_problem)
+
+
+async def test_change_status_by_grade_then_filter_and_stale_preview(tmp_path):
+    store = make_district(tmp_path)
+    app = make_app(store.path, operator="tester")
+    async with app.run_test(size=(80, 24)) as pilot:
+        await settle(app, pilot)
+        await pilot.press("5")
+        await settle(app, pilot)
+        section = app.screen
+        assert isinstance(section, UtilitiesScreen)
+        await wait_until(app, pilot, lambda: len(section.entries) > 1)
+        assert listed(section)[0] == "Check database"
+        # typing on the list filters it; Escape clears the filter
+        await pilot.press(*"notes")
+        assert isinstance(app.focused, Input) and app.focused.value == "notes"
+        assert listed(section) == ["Add Patron Notes", "Remove Patron Notes"]
+        await pilot.press("escape")
+        assert len(listed(section)) == len(section.entries)
+
+        screen = await open_utility(app, pilot, "stat", "Change Patron Status")
+        assert "Change Patron Status" in text_of(screen, "#ur-title")
+        await tab_to(app, pilot, "sel-grades")
+        await pick(app, pilot, "9")
+        await pilot.press("f3")
+        assert app.focused.id == "opt-new-status"
+        await choose(app, pilot, "inact")
+        assert screen.form("opt").values()["new_status"] == "Inactive"
+        await preview_and_run(app, pilot, screen)
+        assert screen.report.changed == 2
+        assert "changed 2" in text_of(screen, "#ur-report-counts")
+        assert [r[4] for r in screen.report.rows if r[3] == "changed"] == [
+            "Last0, First0: Active -> Inactive", "Last1, First1: Active -> Inactive"]
+
+        # a preview, then the data changes under it: the run is refused and changes nothing
+        await pilot.press("f3")
+        await choose(app, pilot, "susp")
+        await pilot.press("f5")
+        await wait_until(app, pilot, lambda: screen.previewed is not None)
+        assert "2 selected · 2 would change" in text_of(screen, "#ur-preview-counts")
+        conn = store.connect()
+        with ChangesetWriter(conn, operator="tester", run_id=None) as w:
+            w.update("patrons", patron_where(store, barcode="B0")["id"], {"grade": "10"})
+        conn.close()
+        first_run = screen.report.run_id
+        await pilot.press("ctrl+r")
+        await wait_until(app, pilot, lambda: screen.handle is not None and screen.handle.run_id != first_run
+                         and screen.handle.finished)
+        await wait_until(app, pilot, lambda: "changed since the preview" in screen._last_problem,
+                         why=lambda: screen._last_problem)
+        assert "2 patrons then, 1 now" in screen._last_problem
+        # the form changed after a preview: preview again first
+        await pilot.press("f5")
+        await wait_until(app, pilot, lambda: screen.previewed is not None)
+        await pilot.press("f3")
+        await choose(app, pilot, "act")
+        await pilot.press("ctrl+r")
+        assert "form changed since the preview" in screen._last_problem
+    assert patron_where(store, barcode="B1")["status"] == "Inactive"       # not Suspended: refused
+    assert patron_where(store, barcode="B0")["status"] == "Inactive"
+    assert patron_where(store, barcode="B2")["status"] == "Active"
+
+
+async def test_add_notes_to_a_query_set_opened_from_the_patrons_screen(tmp_path):
+    store = make_district(tmp_path)
+    conn = store.connect()
+    query_sets.save_set(conn, "tester", "Tenth grade", "grade = 10")
+    conn.close()
+    app = make_app(store.path, operator="tester")
+    async with app.run_test(size=(80, 24)) as pilot:
+        await settle(app, pilot)
+        await pilot.press("2")
+        await settle(app, pilot)
+        assert isinstance(app.screen, PatronsScreen)
+        await pilot.press("l")
+        await settle(app, pilot)
+        assert isinstance(app.screen, SetsScreen)
+        await pilot.press("enter")
+        await wait_until(app, pilot, lambda: isinstance(app.screen, PatronsScreen)
+                         and app.screen.selection.set_name == "Tenth grade")
+        await pilot.press("u")
+        await settle(app, pilot)
+        assert isinstance(app.screen, UtilitiesScreen)
+        assert "set Tenth grade" in text_of(app.screen, "#util-for")
+        screen = await open_utility(app, pilot, "note", "Add Patron Notes")
+        assert screen.form("sel").values()["query_set"] == "Tenth grade"
+        await pilot.press("f3")
+        assert app.focused.id == "opt-note"
+        await pilot.press(*"Meet the librarian [bold]")
+        await tab_to(app, pilot, "opt-note-type")
+        await choose(app, pilot, "alert")
+        await preview_and_run(app, pilot, screen)
+        assert screen.report.changed == 2
+    conn = store.connect()
+    notes = conn.execute("SELECT p.barcode, n.note_type, n.text FROM notes n JOIN patrons p ON p.id = n.patron_id"
+                         " ORDER BY p.barcode").fetchall()
+    conn.close()
+    assert [tuple(n) for n in notes] == [("B2", "Alert", "Meet the librarian [bold]"),
+                                         ("B3", "Alert", "Meet the librarian [bold]")]
+
+
+async def test_remove_patrons_needs_the_previewed_count_typed(tmp_path):
+    store = make_district(tmp_path)
+    app = make_app(store.path, operator="tester")
+    async with app.run_test(size=(80, 24)) as pilot:
+        await settle(app, pilot)
+        await pilot.press("5")
+        await settle(app, pilot)
+        screen = await open_utility(app, pilot, "remove", "Remove Patrons")
+        await tab_to(app, pilot, "sel-statement")
+        await pilot.press(*"homeroom = Gone")
+        await preview_and_run(app, pilot, screen)
+        assert isinstance(app.screen, ConfirmScreen)
+        await pilot.press("3", "enter")                      # not what the preview showed: nothing done
+        await settle(app, pilot)
+        assert app.screen is screen and screen.handle is None
+        assert patron_where(store, barcode="B4") is not None
+        await pilot.press("ctrl+r")
+        await settle(app, pilot)
+        assert isinstance(app.screen, ConfirmScreen)
+        await pilot.press("2", "enter")
+        await wait_until(app, pilot, lambda: screen.report is not None)
+        assert screen.report.changed == 2
+    assert patron_where(store, barcode="B4") is None and patron_where(store, barcode="B5") is None
+    assert patron_where(store, barcode="B6") is not None
+
+
+async def test_errors_name_the_field_and_nothing_changes(tmp_path):
+    store = make_district(tmp_path)
+    app = make_app(store.path, operator="tester")
+    async with app.run_test(size=(80, 24)) as pilot:
+        await settle(app, pilot)
+        await pilot.press("5")
+        await settle(app, pilot)
+        screen = await open_utility(app, pilot, "stat", "Change Patron Status")
+        await pilot.press("ctrl+r")                          # no preview yet
+        assert "Preview first" in screen._last_problem
+        await tab_to(app, pilot, "sel-grades")
+        await pick(app, pilot, "9")
+        await pilot.press("f5")                              # the status was not chosen
+        await wait_until(app, pilot, lambda: screen._last_problem, why=lambda: screen._last_problem)
+        assert screen._last_problem.startswith("Not previewed: Change Status to")
+        assert app.focused.id == "opt-new-status"
+        assert screen.query_one("#opt-new-status-label").has_class("-error")
+        assert text_of(screen, "#ur-hint").startswith("Change Status to")
+        await pilot.press("f2")
+        await tab_to(app, pilot, "sel-graduation-from")
+        await pilot.press(*"13/45/2025")
+        await pilot.press("f5")
+        await wait_until(app, pilot, lambda: "Graduation date from" in screen._last_problem,
+                         why=lambda: screen._last_problem)
+        assert "MM/DD/YYYY" in screen._last_problem
+        assert app.focused.id == "sel-graduation-from"
+        assert screen.previewed is None and screen.handle is None
+    assert patron_where(store, barcode="B0")["status"] == "Active"
+
+
+async def test_terminology_and_the_policy_follow_up(tmp_path):
+    store = make_district(tmp_path)
+    conn = store.connect()
+    with ChangesetWriter(conn, operator="tester", run_id=None) as w:
+        if w.fetch("settings", "term_grade") is None:
+            w.insert("settings", {"key": "term_grade", "value": "Level"})
+        else:
+            w.update("settings", "term_grade", {"value": "Level"})
+    policies = [r[0] for r in conn.execute("SELECT code FROM policies ORDER BY code")]
+    conn.close()
+    app = make_app(store.path, operator="tester")
+    async with app.run_test(size=(80, 24)) as pilot:
+        await settle(app, pilot)
+        await pilot.press("5")
+        await settle(app, pilot)
+        section = app.screen
+        await wait_until(app, pilot, lambda: len(section.entries) > 1)
+        titles = [e.title for e in section.entries]
+        assert "Change Patron Level" in titles and "Advance Patron Level" in titles
+        assert not any("Grade" in t for t in titles)
+        screen = await open_utility(app, pilot, "level", "Change Patron Level")
+        assert [s.title for s in screen.info.selection_specs if s.name == "grades"] == ["Patrons in Level"]
+        assert [s.title for s in screen.info.option_specs] == ["Change Level to"]
+        await pilot.press("escape")
+        await settle(app, pilot)
+        assert isinstance(app.screen, UtilitiesScreen)
+        if not policies:
+            return
+        # Change Patron Policy ends by offering Recompute Due Dates with the same selection
+        await pilot.press("escape")
+        screen = await open_utility(app, pilot, "polic", "Change Patron Policy")
+        await tab_to(app, pilot, "sel-grades")
+        await pick(app, pilot, "11")
+        await pilot.press("f3")
+        await choose(app, pilot, policies[-1][:3].lower())
+        await preview_and_run(app, pilot, screen)
+        await wait_until(app, pilot, lambda: isinstance(app.screen, FollowUpScreen))
+        await pilot.press("y")
+        await wait_until(app, pilot, lambda: isinstance(app.screen, UtilityScreen) and app.screen is not screen
+                         and app.screen.info is not None)
+        follow = app.screen
+        assert follow.utility_name == "recompute-due-dates"
+        assert follow.form("sel").values()["grades"] == ["11"]
