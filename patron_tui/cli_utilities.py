@@ -242,6 +242,9 @@ def _cmd_run(db_path: Path, args: argparse.Namespace) -> int:
     finally:
         conn.close()
     _print_report(rep, ns.json)
+    if rep.follow_up and rep.status == "succeeded" and rep.changed and not ns.json:
+        print(f"next: patron-tui utility {rep.follow_up} with the same selection "
+              f"(`patron-tui utility {rep.follow_up} --help`)")
     if rep.status != "succeeded":
         return 2
     return 1 if rep.errors else 0

@@ -85,7 +85,9 @@ def test_run_prints_the_operations_report(db, capsys):
                        "--new-policy", "STAFF", "--json")
     rep = json.loads(out)
     assert code == 0 and rep["changed"] == 5 and rep["status"] == "succeeded"
-    assert any("Recompute Due Dates" in n for n in rep["notes"])
+    assert any("Recompute Due Dates" in n for n in rep["notes"]) and rep["follow_up"] == "recompute-due-dates"
+    code, out, _ = cli(capsys, "utility", "change-patron-policy", "--db", db, "--site", "HS", "--new-policy", "PATRON")
+    assert code == 0 and "next: patron-tui utility recompute-due-dates" in out
 
 
 def test_selection_from_a_query_set(db, capsys):

@@ -182,7 +182,7 @@ def test_change_patron_policy_notes_that_due_dates_do_not_change(tmp_path):
                                       {"new_policy": "STAFF"}, column="policy")
     assert changes(pv) == {"B0": ("STUDENT", "STAFF"), "B2": ("", "STAFF")} and reasons(pv) == {"B1": "already STAFF"}
     assert POLICY_NOTE in pv.notes and any("1 current loan" in n for n in pv.notes)
-    assert POLICY_NOTE in summary["notes"]
+    assert POLICY_NOTE in summary["notes"] and pv.follow_up == summary["follow_up"] == "recompute-due-dates"
     conn = store.connect()
     assert conn.execute("SELECT due_at FROM checkouts").fetchone()[0] == "2026-01-19T23:59:59.000000Z"
     conn.close()

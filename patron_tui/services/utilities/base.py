@@ -108,6 +108,7 @@ class Preview(BaseModel):
     fingerprint: str
     removes_data: bool
     column: str = ""
+    follow_up: str | None = None
 
 
 class Report(BaseModel):
@@ -121,6 +122,7 @@ class Report(BaseModel):
     notes: list[str]
     selected: int = 0
     error: str | None = None
+    follow_up: str | None = None
 
 
 class OptionField(BaseModel):
@@ -146,6 +148,9 @@ class Utility:
     Options: ClassVar[type[BaseModel]]
     removes_data: ClassVar[bool] = False
     needs_selection: ClassVar[bool] = True
+    #: a utility to offer after a run of this one, on the same selection (Change Patron Policy:
+    #: "recompute-due-dates"); Preview.follow_up and Report.follow_up carry it
+    follow_up: ClassVar[str | None] = None
 
     def available(self, conn: sqlite3.Connection) -> str | None:
         """None when the utility can run in this district, else why not."""
@@ -433,7 +438,7 @@ def preview(conn: sqlite3.Connection, name: str, selections: Selections, options
     return Preview(utility=util.name, title=terms.apply(util.title), selections=describe(util, selections, terms),
                    selected=plan.selected, changes=len(plan.changes), samples=plan.changes[:SAMPLES],
                    skipped=plan.skipped, notes=plan.notes, fingerprint=plan.fingerprint,
-                   removes_data=util.removes_data, column=plan.column)
+                   removes_data=util.removes_data, column=plan.column, follow_up=util.follow_up)
 
 
 def describe(util: Utility, selections: Selections, terms: Terms) -> str:
@@ -482,7 +487,7 @@ def run_utility(ctx: RunContext, name: str, selections: Selections, options: Bas
     ctx.progress(len(ids), len(ids), force=True)
     ctx.info(f"{len(done)} changed, {len(plan.skipped)} skipped, {len(plan.errors)} errors.")
     return {"utility": util.name, "changed": len(done), "skipped": len(plan.skipped), "errors": len(plan.errors),
-            "selected": plan.selected, "notes": plan.notes, "column": plan.column}
+            "selected": plan.selected, "notes": plan.notes, "column": plan.column, "follow_up": util.follow_up}
 
 
 def start_utility(engine: Any, store: Any, operator: str, name: str, selections: Selections,
@@ -538,7 +543,7 @@ def report(conn: sqlite3.Connection, run_id: int) -> Report:
     return Report(run_id=run_id, utility=s.get("utility") or run["params"].get("utility", ""), title=run["title"],
                   status=run["status"], changed=s.get("changed", 0), skipped=_skips(conn, skipped),
                   errors=_skips(conn, errors), notes=s.get("notes", []), selected=s.get("selected", 0),
-                  error=run["error"])
+                  error=run["error"], follow_up=s.get("follow_up"))
 
 
 def report_csv(conn: sqlite3.Connection, run_id: int, out: TextIO) -> int:

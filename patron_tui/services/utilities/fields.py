@@ -218,6 +218,7 @@ class ChangePatronPolicy(_SetColumn):
     description = "Changes the policy of the selected patrons to the policy given"
     column = "policy"
     label = "Policy"
+    follow_up = "recompute-due-dates"
 
     class Options(BaseModel):
         model_config = ConfigDict(extra="forbid")
