@@ -272,6 +272,7 @@ async def test_blank_form_changes_nothing_but_nightly_debug(store):
         screen = app.screen
         assert isinstance(screen, BatchScreen)
         # a typed statement: the patrons who all have a DB profile
+        await pilot.press("slash")
         assert screen.query_one("#batch-statement", Input).has_focus
         await pilot.press(*"barcode in (P0000, P0001, P0002, P0003)", "enter")
         await wait_until(app, pilot, lambda: screen.target is not None and screen.choices is not None)

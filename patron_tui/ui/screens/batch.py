@@ -331,6 +331,7 @@ class BatchScreen(SectionScreen):
         Binding("f5", "preview", "Preview", id="batch.preview"),
         Binding("ctrl+r", "process", "PROCESS", id="batch.process"),
         Binding("f2", "pick_set", "Sets", id="batch.sets"),
+        Binding("slash", "focus_statement", "Statement", id="batch.statement"),
         Binding("f7", "report", "Report", id="batch.report"),
     ]
     DEFAULT_CSS = """
@@ -370,7 +371,7 @@ class BatchScreen(SectionScreen):
 
     # -- layout ---------------------------------------------------------------------------------
     def compose_body(self) -> ComposeResult:
-        yield Static(Content("No patrons chosen yet: F2 picks a saved query set, or type a statement."),
+        yield Static(Content("No patrons chosen yet: F2 picks a saved query set, / types a statement."),
                      id="batch-target")
         with VerticalScroll(id="batch-form", can_focus=False):
             yield _row("Statement", Input(placeholder="a search statement; Enter chooses its patrons",
@@ -420,10 +421,10 @@ class BatchScreen(SectionScreen):
     def on_mount(self) -> None:
         self._show_nsd("unchanged")
         self.load_choices()
+        # not an input: the section keys (1-6) work until the operator types somewhere
+        self.query_one("#batch-medium", Select).focus()
         if self._pending is not None:
             self._apply_pending()
-        else:
-            self.query_one("#batch-statement", Input).focus()
 
     def on_screen_resume(self) -> None:
         super().on_screen_resume()
@@ -464,6 +465,9 @@ class BatchScreen(SectionScreen):
             statement.value = t.statement
         self.query_one("#batch-medium", Select).focus()
         self.show_status()
+
+    def action_focus_statement(self) -> None:
+        self.query_one("#batch-statement", Input).focus()
 
     def on_input_submitted(self, event: Input.Submitted) -> None:
         if event.input.id == "batch-statement":
@@ -578,7 +582,7 @@ class BatchScreen(SectionScreen):
             return
         status = self.query_one("#batch-status", Static)
         if self.target is None:
-            status.update(Content("Choose the patrons first: F2 picks a query set, or type a statement."))
+            status.update(Content("Choose the patrons first: F2 picks a query set, / types a statement."))
             return
         try:
             update = build_update(self.read_form())
@@ -599,7 +603,7 @@ class BatchScreen(SectionScreen):
     # -- preview ---------------------------------------------------------------------------------
     def action_preview(self) -> None:
         if self.target is None:
-            self.set_error("Choose the patrons first: F2 picks a query set, or type a statement and Enter.")
+            self.set_error("Choose the patrons first: F2 picks a query set, or / types a statement (Enter chooses it).")
             return
         update = self.current_update()
         if update is None:
@@ -638,7 +642,7 @@ class BatchScreen(SectionScreen):
             self.notify("A batch update is running; wait for it to finish.", severity="warning", markup=False)
             return
         if self.target is None:
-            self.set_error("Choose the patrons first: F2 picks a query set, or type a statement and Enter.")
+            self.set_error("Choose the patrons first: F2 picks a query set, or / types a statement (Enter chooses it).")
             return
         update = self.current_update()
         if update is None:
