@@ -144,6 +144,8 @@ def test_change_patron_location_with_the_districts_term(tmp_path):
         w.update("settings", "term_location", {"value": "Homeroom"})
     with pytest.raises(UtilityError, match="Change Homeroom to"):
         U.preview(conn, "change-patron-location", Selections(grades=["3"]), {"new_location": ""}, "tester")
+    with pytest.raises(UtilityError, match="Change Homeroom to: give the new Homeroom"):
+        U.preview(conn, "change-patron-location", Selections(grades=["3"]), {"new_location": "  "}, "tester")
     with pytest.raises(UtilityError, match="Change Homeroom to"):
         U.preview(conn, "change-patron-location", Selections(grades=["3"]), {"new_location": "x" * 101}, "tester")
     conn.close()
@@ -286,7 +288,8 @@ def test_move_patrons_to_site(tmp_path):
     conn = store.connect()
     with pytest.raises(UtilityError, match="the Union Site is not a target"):
         U.preview(conn, "move-patrons-to-site", Selections(sites=["ELM"]), {"new_site": "UNION"}, "tester")
-    with pytest.raises(UtilityError, match="'NOPE' is not one of the district's sites"):
+    assert [c for c, _ in U.choices(conn, "target_sites")] == ["ELM", "HS"]
+    with pytest.raises(UtilityError, match="'NOPE' is not one of the district's target sites"):
         U.preview(conn, "move-patrons-to-site", Selections(sites=["ELM"]), {"new_site": "NOPE"}, "tester")
     with ChangesetWriter(conn, operator="tester", run_id=None) as w:
         w.update("settings", "centralized_catalog", {"value": "off"})

@@ -53,7 +53,7 @@ RUN_KIND = "utility"
 SAMPLES = 10
 SYSTEM_REASON = "the Unknown Patron (the system patron) is never changed by a utility"
 #: choices names whose values must be one of the choices (homerooms are only suggestions)
-STRICT_CHOICES = ("grades", "sites", "policies", "security_groups", "statuses", "note_types", "patron_types")
+STRICT_CHOICES = ("grades", "sites", "target_sites", "policies", "security_groups", "statuses", "note_types", "patron_types")
 NOTE_TYPES = ("Contact", "General", "Alert", "Category")
 
 
@@ -192,6 +192,8 @@ def get(name: str) -> Utility:
 _CHOICE_SQL = {
     "grades": "SELECT code, name FROM grades ORDER BY position",
     "sites": "SELECT code, name FROM sites ORDER BY is_union, code",
+    # sites patrons can be moved to: every site but the Union Site
+    "target_sites": "SELECT code, name FROM sites WHERE is_union = 0 ORDER BY code",
     "policies": "SELECT code, name FROM policies ORDER BY code",
     "security_groups": "SELECT code, name || ' (level ' || security_level || ')' FROM security_groups"
                        " ORDER BY security_level, code",
@@ -402,9 +404,9 @@ def _prepare(conn: sqlite3.Connection, name: str, selections: Selections, option
         raise UtilityError(why)
     terms = Terms.load(conn)
     options = validate_options(util, options, terms)
-    _check_choices(conn, util, options, terms)
     require_batch_tools(conn, operator)
-    util.check(conn, operator, options)
+    util.check(conn, operator, options)       # the utility's own sentences come first
+    _check_choices(conn, util, options, terms)
     try:
         where, params = selection_where(conn, selections, needs_selection=util.needs_selection)
     except SelectionError as exc:

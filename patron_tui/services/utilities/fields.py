@@ -185,11 +185,12 @@ class ChangePatronLocation(_SetColumn):
                                   description="the new {location}",
                                   json_schema_extra={"choices": "homerooms"})
 
+    def check(self, conn, operator, options) -> None:
+        if not options.new_location.strip():
+            raise UtilityError(Terms.load(conn).apply("Change {location} to: give the new {location}."))
+
     def target(self, conn, options) -> str:
-        value = options.new_location.strip()
-        if not value:
-            raise UtilityError("Change Location to: give the new location.")
-        return value
+        return options.new_location.strip()
 
 
 @register
@@ -379,7 +380,7 @@ class ChangePatronStatus(_SetColumn):
 class _SiteOptions(BaseModel):
     model_config = ConfigDict(extra="forbid")
     new_site: str = Field(title="New Site", min_length=1, description="not the Union Site",
-                          json_schema_extra={"choices": "sites"})
+                          json_schema_extra={"choices": "target_sites"})
 
 
 class _ToSite(_SetColumn):
