@@ -308,3 +308,14 @@ def test_run_needs_batch_tools(store, conn):
 def test_report_of_a_non_utility_run_is_refused(conn):
     with pytest.raises(UtilityError, match="not a utility run"):
         U.report(conn, 999)
+
+
+def test_report_csv_headers_use_the_districts_terms(store, conn):
+    set_terms(store, term_grade="Level")
+    handle = run(store, "change-patron-grade", Selections(grades=["5"]), {"new_grade": "6"})
+    assert handle.status.value == "succeeded", handle.error
+    out = io.StringIO()
+    assert U.report_csv(conn, handle.run_id, out) == 2
+    rows = list(csv.reader(io.StringIO(out.getvalue())))
+    assert rows[0][3:5] == ["Level before", "Level after"]
+    assert sorted(r[1] for r in rows[1:]) == ["A1", "A2"] and {r[3] + ">" + r[4] for r in rows[1:]} == {"5>6"}
