@@ -191,3 +191,19 @@ def require(conn: sqlite3.Connection, login: str, permission: Permission) -> Non
     problem = refusal(conn, login, permission)
     if problem is not None:
         raise PermissionDenied(problem)
+
+
+# -- scheduled patron updates (issue 6, moved here from services/jobs/store.py) ------------------
+
+__all__ += ["may_manage_jobs", "require_jobs_manager"]
+
+
+def may_manage_jobs(conn: sqlite3.Connection, login: str) -> bool:
+    """May this operator add, edit, delete or run jobs? (security level 0, or "manage patrons
+    for the district")"""
+    return has_permission(conn, login, "manage_jobs")
+
+
+def require_jobs_manager(conn: sqlite3.Connection, login: str) -> None:
+    """PermissionDenied (a PermissionError) unless `login` may manage scheduled patron updates."""
+    require(conn, login, "manage_jobs")

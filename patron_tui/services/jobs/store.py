@@ -146,19 +146,7 @@ def job_runs(conn: sqlite3.Connection, job_name: str | None = None, limit: int =
 
 
 # -- permission -------------------------------------------------------------------------
+# The rule lives in services/permissions.py with every other one; these names stay for callers.
 
-
-def may_manage(conn: sqlite3.Connection, login: str) -> bool:
-    """May this operator add, edit, delete or run jobs?"""
-    row = conn.execute(
-        "SELECT security_level, may_manage_district_patrons FROM operators WHERE login_name = ?", (login,)
-    ).fetchone()
-    return row is not None and (row[0] == 0 or bool(row[1]))
-
-
-def require_manager(conn: sqlite3.Connection, login: str) -> None:
-    if not may_manage(conn, login):
-        raise PermissionError(
-            f"Operator {login!r} may not manage scheduled patron updates: that needs the "
-            "'manage patrons for the district' permission or security level 0."
-        )
+from patron_tui.services.permissions import may_manage_jobs as may_manage  # noqa: E402,F401
+from patron_tui.services.permissions import require_jobs_manager as require_manager  # noqa: E402,F401
