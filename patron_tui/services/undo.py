@@ -25,11 +25,12 @@ what is applied is what was checked. The undo is journalled like any run: undoin
 redoes the original run.
 
 Conflicts (rows a later run changed again): a row is in conflict when a journal row written
-after the run's first one, by another run (the runs of this run's own undo/redo chain do not
-count: they cancel out), touches the same table and key and one of the columns this undo would
-set back (any column for a row the run added or deleted); or when the row now differs from what
-the run left (an updated column no longer holds the run's value; a deleted row's key is taken
-again; an added row is gone); or when a row the run added has dependants a later run added.
+after the run's first one, by another run, touches the same table and key and one of the
+columns this undo would set back (any column for a row the run added or deleted); or when the
+row now differs from what the run left (an updated column no longer holds the run's value; a
+deleted row's key is taken again; an added row is gone); or when a row the run added has
+dependants a later run added. The runs of this run's own undo/redo chain do not count, nor does
+a later run that is undone now, with its undo: they cancel out.
 On a conflict the operator chooses: "skip" leaves the whole row as it is now (the rest is
 undone), "overwrite" puts the before-image back anyway (an added row's later dependants are
 deleted with it, through the writer). A row the database refuses during the undo is skipped
@@ -498,6 +499,13 @@ def _find_conflicts(conn: sqlite3.Connection, plan: UndoPlan, shapes: _Shapes, r
                 for s in plan.steps:
                     if s.table == table and s.action == "delete_scope" and json.loads(key) == s.scope:
                         later.setdefault((table, key), []).append((r["id"], r["run_id"], None, None))
+    # a later run that is undone now, and its undo (and the undo's undo, ...), cancel out
+    cancelled: set[int] = set()
+    for rid in {h[1] for hits in later.values() for h in hits if h[1] is not None}:
+        if rid not in cancelled and undone_by(conn, rid) is not None:
+            cancelled |= {rid} | _chain(conn, rid)
+    if cancelled:
+        later = {k: kept for k, v in later.items() if (kept := [h for h in v if h[1] not in cancelled])}
     titles: dict[int, str] = {}
 
     def run_title(rid: int | None) -> str | None:
@@ -575,9 +583,16 @@ def _find_conflicts(conn: sqlite3.Connection, plan: UndoPlan, shapes: _Shapes, r
 def _later_dependants(conn, plan: UndoPlan, shapes: _Shapes, add, later) -> None:
     """Rows the undo deletes (rows the run added) that now have dependants it does not delete."""
     deleted: dict[str, set[str]] = {}
+    moved: dict[tuple[str, str], set[str]] = {}   # rows whose columns the undo sets back (a reference moves)
     for s in plan.steps:
         if s.action in ("delete", "delete_scope"):
             deleted.setdefault(s.table, set()).update(s.keys)
+        elif s.action == "restore":
+            for k, ch in s.changes.items():
+                moved.setdefault((s.table, k), set()).update(ch)
+        elif s.action == "stamp":
+            for k in s.keys:
+                moved.setdefault((s.table, k), set()).add(s.column)
     for table, keys in deleted.items():
         if not shapes.int_key(table):
             continue
@@ -590,7 +605,7 @@ def _later_dependants(conn, plan: UndoPlan, shapes: _Shapes, add, later) -> None
             for r in conn.execute(f"SELECT * FROM {_q(child)} WHERE {_q(col)} IN (SELECT value FROM json_each(?))",
                                   (ids,)):
                 ck = shapes.key_text(child, dict(r))
-                if ck in gone:
+                if ck in gone or col in moved.get((child, ck), ()):
                     continue
                 parent = str(r[col])
                 plan._dependants.setdefault((table, parent), []).append((child, ck))

@@ -25,8 +25,12 @@ Images are JSON objects of column -> value; BLOBs are stored as
 build images inside SQLite (`json_object`) in one `INSERT ... SELECT` per
 batch, so journalling costs no Python per row.
 
-Cascading deletes are not journalled: delete a row's dependants through the
-writer first (undo restores what the journal holds).
+What SQLite would do by itself on a delete (`ON DELETE CASCADE` dependants deleted,
+`ON DELETE SET NULL` references cleared) the writer does first, through itself, so it is
+journalled too: every delete path (`delete`, `delete_many`, `delete_where`) deletes or clears
+the dependants rows of the rows it is about to delete (nothing when the caller already did).
+Undo restores only what the journal holds. The journal's own reference to `runs` is left to
+SQLite (the journal does not journal itself).
 
 Scoped bulk writes, for rows that belong to one owner and are never looked
 up one by one in the journal (the members of a frozen query set:
@@ -120,6 +124,7 @@ class ChangesetWriter:
         self._open = False
         self._pk_cache: dict[str, tuple[str, ...]] = {}
         self._col_cache: dict[str, tuple[str, ...]] = {}
+        self._dep_cache: dict[str, list[tuple[str, str, str, str]]] | None = None
         self.counts: dict[str, int] = {"insert": 0, "update": 0, "delete": 0}
 
     # -- transaction -----------------------------------------------------------
@@ -261,6 +266,7 @@ class ChangesetWriter:
         before = self.fetch(table, key)
         if before is None:
             return None
+        self._cascade(table, self._where(table), self._key_params(key))
         self.conn.execute(f"DELETE FROM {_ident(table)} WHERE {self._where(table)}", self._key_params(key))
         self._journal([(table, self._key_text(table, key), "delete", encode_image(before), None)])
         self.counts["delete"] += 1
@@ -539,6 +545,7 @@ class ChangesetWriter:
             nonlocal deleted
             where = f"{col} IN (SELECT value FROM json_each(?))"
             params = (json.dumps(pending),)
+            self._cascade(table, where, params)
             deleted += self._journal_select(table, "delete", before=True, after=False,
                                             where=where, params=params)
             self.conn.execute(f"DELETE FROM {_ident(table)} WHERE {where}", params)
@@ -623,9 +630,42 @@ class ChangesetWriter:
             f" FROM {_ident(table)} WHERE {cond} HAVING count(*) > 0",
             (self.run_id, self.operator, self.ts, table, key, key, *scope_params),
         )
+        self._cascade(table, cond, scope_params)
         deleted = self.conn.execute(f"DELETE FROM {_ident(table)} WHERE {cond}", scope_params).rowcount
         self.counts["delete"] += deleted
         return deleted
+
+    # -- what SQLite would cascade, done through the writer (see the module doc) ---------------
+    def _dependants(self, table: str) -> list[tuple[str, str, str, str]]:
+        """(child table, its column, the parent column, CASCADE | SET NULL) of every foreign key
+        onto `table` that SQLite acts on by itself when a row of `table` is deleted."""
+        if self._dep_cache is None:
+            deps: dict[str, list[tuple[str, str, str, str]]] = {}
+            for (name,) in self.conn.execute(
+                    "SELECT name FROM sqlite_master WHERE type = 'table' AND name NOT LIKE 'sqlite_%'"
+                    " AND name <> 'change_journal'").fetchall():
+                for fk in self.conn.execute(f"PRAGMA foreign_key_list({_ident(name)})").fetchall():
+                    action = fk["on_delete"].upper()
+                    if action in ("CASCADE", "SET NULL"):
+                        deps.setdefault(fk["table"], []).append((name, fk["from"], fk["to"] or "", action))
+            self._dep_cache = deps
+        return self._dep_cache.get(table, [])
+
+    def _cascade(self, table: str, where: str, params: tuple) -> None:
+        """Before the rows of `table` matching `where` are deleted: delete (CASCADE) or clear
+        (SET NULL) the rows that reference them, through the writer, so the journal holds them."""
+        for child, col, to, action in self._dependants(table):
+            to = to or self.primary_key(table)[0]
+            rows = self.conn.execute(
+                f"SELECT * FROM {_ident(child)} WHERE {_ident(col)} IN"
+                f" (SELECT {_ident(to)} FROM {_ident(table)} WHERE {where})", params).fetchall()
+            if not rows:
+                continue
+            keys = [self._key_of(child, dict(r)) for r in rows]
+            if action == "CASCADE":
+                self.delete_many(child, keys)
+            else:
+                self.update_many(child, [(k, {col: None}) for k in keys])
 
     def inserted_image(self, table: str, key: Key, journal_id: int) -> dict[str, Any] | None:
         """The row as the insert journalled at `journal_id` left it (see module doc)."""
