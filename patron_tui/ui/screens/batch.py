@@ -33,7 +33,7 @@ from textual.binding import Binding
 from textual.containers import Horizontal, Vertical, VerticalScroll
 from textual.content import Content
 from textual.screen import ModalScreen
-from textual.widgets import DataTable, Input, Label, OptionList, ProgressBar, Select, Static
+from textual.widgets import Input, Label, OptionList, ProgressBar, Select, Static
 from textual.widgets.option_list import Option
 
 from patron_tui.services import batch as svc
@@ -163,7 +163,7 @@ def preview_text(p: svc.Preview, medium: str) -> Text:
         text.append(f"{visible(f.label)}: {f.changes:,} change", "bold")
         text.append("\n")
         for barcode, name, before, after in f.samples:
-            text.append(f"  {visible(barcode):<12} {visible(name)[:26]:<26} {visible(before)} → {visible(after)}\n")
+            text.append(f"  {visible(barcode)} {visible(name)[:24]}: {visible(before)} → {visible(after)}\n")
         if f.changes > len(f.samples) and f.samples:
             text.append(f"  … and {f.changes - len(f.samples):,} more\n")
     if not changing and not p.profiles_created:
@@ -265,7 +265,17 @@ def result_counts(r: BatchResult) -> str:
         return head + ". Nothing was changed."
     return (f"{head}. {s.get('patrons', 0):,} patrons: {s.get('profiles_updated', 0):,} profiles updated, "
             f"{s.get('profiles_created', 0):,} created, {s.get('unchanged', 0):,} unchanged, "
-            f"{s.get('errors', 0):,} errors; {s.get('queues_queued', 0):,} service queues to fill.")
+            f"{s.get('errors', 0):,} errors; {s.get('subjects_added', 0):,} subjects added; "
+            f"{s.get('queues_queued', 0):,} service queues to fill.")
+
+
+def result_line(r: BatchResult) -> str:
+    """The result in one line under the form."""
+    s = r.summary
+    if not s:
+        return f"Run {r.run_id} {r.status}: nothing was changed. F7 report."
+    return (f"Run {r.run_id} {r.status}: {s.get('profiles_updated', 0):,} updated, "
+            f"{s.get('profiles_created', 0):,} created, {s.get('errors', 0):,} errors. F7 report.")
 
 
 class BatchReportScreen(ModalScreen[None]):
@@ -276,9 +286,10 @@ class BatchReportScreen(ModalScreen[None]):
         Binding("j", "job_summary", "Run summary"),
     ]
     DEFAULT_CSS = DIALOG_CSS.format(name="BatchReportScreen") + """
-    BatchReportScreen > Vertical { width: 100%; max-width: 100; height: 100%; }
+    BatchReportScreen > Vertical { width: 100%; max-width: 100; }
     BatchReportScreen #report-counts { height: auto; color: $foreground; }
-    BatchReportScreen #report-errors { height: 1fr; }
+    BatchReportScreen #report-errors { height: auto; max-height: 16; scrollbar-size-vertical: 1; }
+    BatchReportScreen #report-list { height: auto; }
     """
 
     def __init__(self, result: BatchResult) -> None:
@@ -292,17 +303,21 @@ class BatchReportScreen(ModalScreen[None]):
             head = (f"Error report: {n:,} patron{'s' if n != 1 else ''} not changed" if n
                     else "Error report: no errors, no patron was refused.")
             yield Static(Content(head), classes="dialog-help", id="report-head")
-            yield DataTable(cursor_type="row", zebra_stripes=True, id="report-errors")
+            with VerticalScroll(id="report-errors"):
+                yield Static(self.report_text(), id="report-list")
             yield Static(Content("j the run's summary (its messages) · Esc closes (F7 reopens)"),
                          classes="dialog-help")
 
     def on_mount(self) -> None:
         self.query_one("#report-frame").border_title = Content(f"Batch update run {self.result.run_id}")
-        table = self.query_one(DataTable)
-        table.add_columns("Barcode", "Error")
-        for barcode, text in self.result.errors:
-            table.add_row(Text(visible(barcode), no_wrap=True), Text(visible(text), no_wrap=True))
-        table.focus()
+        self.query_one("#report-errors").focus()
+
+    def report_text(self) -> Text:
+        text = Text(end="")
+        for barcode, message in self.result.errors:
+            text.append(visible(barcode) or "(no barcode)", "bold")
+            text.append("  " + visible(message) + "\n")
+        return text
 
     def action_job_summary(self) -> None:
         from patron_tui.ui.screens.job_summary import JobSummaryScreen
@@ -310,8 +325,9 @@ class BatchReportScreen(ModalScreen[None]):
         self.app.push_screen(JobSummaryScreen(self.result.run_id))
 
     def rows(self) -> list[tuple[str, str]]:
-        table = self.query_one(DataTable)
-        return [(str(table.get_row_at(i)[0]), str(table.get_row_at(i)[1])) for i in range(table.row_count)]
+        """The report as shown: (barcode, text) per line of the list."""
+        lines = self.query_one("#report-list", Static).render()
+        return [tuple(line.split("  ", 1)) for line in str(lines).splitlines() if line]
 
 
 # -- the section ---------------------------------------------------------------------------------
@@ -349,7 +365,7 @@ class BatchScreen(SectionScreen):
     BatchScreen .-off { display: none; }
     BatchScreen #batch-error { height: auto; max-height: 3; padding: 0 1; color: $error; display: none; }
     BatchScreen #batch-error.-shown { display: block; }
-    BatchScreen #batch-status { height: 1; padding: 0 1; }
+    BatchScreen #batch-status { height: auto; max-height: 2; padding: 0 1; }
     BatchScreen #batch-progress { height: 1; padding: 0 1; display: none; }
     BatchScreen #batch-progress.-shown { display: block; }
     BatchScreen #batch-filler { height: 1; padding: 0 1; display: none; }
@@ -593,7 +609,7 @@ class BatchScreen(SectionScreen):
             text = (f"Preview is current: {self.preview.patrons:,} patrons. Ctrl+R PROCESS "
                     f"(type the count to confirm).")
         elif self.preview is not None:
-            text = "The form or the set changed since the preview: F5 previews again before PROCESS."
+            text = "Form or set changed since the preview: F5 previews again before PROCESS."
         else:
             text = "F5 previews the changes; PROCESS (Ctrl+R) needs a current preview."
         if self.may_process is False:
@@ -768,7 +784,7 @@ class BatchScreen(SectionScreen):
 
     def _finished(self, result: BatchResult, filler, waiting: int) -> None:
         self.result = result
-        self.query_one("#batch-status", Static).update(Content(result_counts(result) + " F7 shows the report."))
+        self.query_one("#batch-status", Static).update(Content(result_line(result)))
         line = self.query_one("#batch-filler", Static)
         if filler is not None:
             self.filler = filler
