@@ -200,12 +200,14 @@ class PickSetScreen(ModalScreen["str | None"]):
                 text.append(f"  frozen, {qs.member_count or 0:,} patrons" if qs.frozen_at else "  live")
                 text.append("\n  " + (visible(qs.statement) or "(all patrons)"))
                 options.append(Option(text, id=qs.name))
-            yield OptionList(*options, id="pick-list")
+            if options:
+                yield OptionList(*options, id="pick-list")
             yield Static(Content("Enter picks the set for the batch · Esc closes"), classes="dialog-help")
 
     def on_mount(self) -> None:
         self.query_one("#pick-frame").border_title = Content("Batch update: choose a query set")
-        self.query_one(OptionList).focus()
+        for option_list in self.query(OptionList):
+            option_list.focus()
 
     def on_option_list_option_selected(self, event: OptionList.OptionSelected) -> None:
         self.dismiss(event.option.id)
