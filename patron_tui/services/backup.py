@@ -45,9 +45,10 @@ def _stamp() -> str:
     return datetime.now().strftime("%Y%m%d-%H%M%S")
 
 
-def default_backup_path(db_path: Path) -> Path:
-    """`<db dir>/backups/<stem>-YYYYMMDD-HHMMSS.db`, with -2, -3 ... when that name is taken."""
-    folder = db_path.parent / "backups"
+def default_backup_path(db_path: Path, folder: Path | None = None) -> Path:
+    """`<db dir>/backups/<stem>-YYYYMMDD-HHMMSS.db` (or in `folder`), with -2, -3 ... when that
+    name is taken."""
+    folder = folder if folder is not None else db_path.parent / "backups"
     base = f"{db_path.stem}-{_stamp()}"
     candidate = folder / f"{base}.db"
     n = 2
@@ -104,11 +105,11 @@ def backup(store: Store, path: str | os.PathLike[str] | None = None) -> Path:
     db_path = Path(store.path)
     target = Path(path).expanduser() if path is not None else default_backup_path(db_path)
     if target.is_dir():
-        target = target / default_backup_path(db_path).name
-    if target.exists():
-        raise BackupError(f"{target}: a file of that name exists already; a backup never overwrites one")
+        target = default_backup_path(db_path, target)
     if target.resolve() == db_path.resolve():
         raise BackupError(f"{target}: that is the database itself")
+    if target.exists():
+        raise BackupError(f"{target}: a file of that name exists already; a backup never overwrites one")
     conn = store.connect()
     try:
         return _vacuum_into(conn, db_path, target)
