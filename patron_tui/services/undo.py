@@ -52,6 +52,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
+from patron_tui.models import EventKind
 from patron_tui.runs import RunContext, RunEngine, RunFailed, RunHandle
 from patron_tui.store.changeset import ChangesetWriter, decode_image
 
@@ -676,13 +677,10 @@ def undo_run(ctx: RunContext, run_id: int, on_conflict: OnConflict) -> dict[str,
             ctx.check_cancelled()
             _apply_step(w, shapes, plan, step, on_conflict, counts, skipped)
             ctx.progress(i + 1, total)
-    for c in plan.conflicts:
-        if on_conflict == "skip":
-            ctx.skipped(f"Left as it is: {c.describe()}.", code=c.reason, barcode=c.barcode, patron_id=c.patron_id)
-        else:
-            ctx.warning(f"Overwritten: {c.describe()}.", code=c.reason, barcode=c.barcode, patron_id=c.patron_id)
-    for text in skipped:
-        ctx.skipped(text, code="refused")
+    word = "Left as it is" if on_conflict == "skip" else "Overwritten"
+    ctx.messages(EventKind.SKIPPED if on_conflict == "skip" else EventKind.WARNING, [
+        (f"{word}: {c.describe()}.", c.reason, None, c.barcode, c.patron_id) for c in plan.conflicts])
+    ctx.messages(EventKind.SKIPPED, [(text, "refused", None, None, None) for text in skipped])
     ctx.info(f"Undid run {run_id}: {counts['reinserted']:,} rows re-inserted, {counts['deleted']:,} deleted, "
              f"{counts['restored']:,} restored; {len(plan.conflicts):,} conflicts "
              f"{'skipped' if on_conflict == 'skip' else 'overwritten'}"
