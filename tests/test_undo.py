@@ -513,3 +513,41 @@ def test_refusals(ann_bob, tmp_path, engine_for):
     far = dt.datetime.now(dt.timezone.utc) + dt.timedelta(days=401)
     assert "more than 400 days ago" in plan_undo(conn, u.run_id, now=far).refusal
     conn.close()
+
+
+# -- a job run: its import and its inactivation / deletion rules, one run -----------------------------
+
+def test_undo_of_a_job_run_with_its_rules(tmp_path, engine_for):
+    from tests import test_job_inactivation as J
+
+    store, csv_path = J.setup(tmp_path, J.RULES)
+    assert J.run(store, csv_path, J.rows()).summary["added"] == 60
+    J.backdate(store)
+    before = dump(store)
+    h = J.run(store, csv_path, J.rows(leave=("HS1", "HS2", "ELM3")))
+    assert h.status.value == "succeeded", h.error
+    assert h.summary["inactivation"]["inactivated"] == 3
+    after = dump(store)
+    round_trip(engine_for(store), store, h.run_id, before, after)
+
+
+# -- the writer journals what SQLite would cascade ------------------------------------------------------
+
+def test_a_cascading_delete_is_journalled_and_comes_back(tmp_path, engine_for):
+    store = rich_district(tmp_path / "d.db")
+    engine = engine_for(store)
+    conn = store.connect()
+    profiles = [r[0] for r in conn.execute("SELECT id FROM patron_profiles")]
+    conn.close()
+    before = dump(store)
+    # only the profiles: their subjects, service queue and queue-fill requests are SQLite's
+    # ON DELETE CASCADE, done (and journalled) by the writer first
+    h = in_run(engine, "Drop profiles", lambda w: w.delete_many("patron_profiles", profiles))
+    conn = store.connect()
+    journalled = {r[0]: r[1] for r in conn.execute(
+        "SELECT table_name, count(*) FROM change_journal WHERE run_id = ? GROUP BY table_name", (h.run_id,))}
+    conn.close()
+    assert journalled == {"patron_profiles": 4, "profile_subjects": 8, "service_queue": 4, "queue_fill_requests": 4}
+    after = dump(store)
+    assert after["queue_fill_requests"] == [] and after["profile_subjects"] == []
+    round_trip(engine, store, h.run_id, before, after)
