@@ -40,10 +40,13 @@ class Entry:
     description: str
     unavailable: str | None = None
 
-    def matches(self, text: str) -> bool:
+    def rank(self, text: str) -> int | None:
+        """0: the title has every typed word, 1: the description does too, None: no match."""
         words = text.lower().split()
+        if all(w in self.title.lower() for w in words):
+            return 0
         hay = f"{self.title} {self.description} {self.name}".lower()
-        return all(w in hay for w in words)
+        return 1 if all(w in hay for w in words) else None
 
 
 @dataclass(frozen=True)
@@ -183,15 +186,21 @@ class UtilitiesScreen(SectionScreen):
 
     def _loaded(self, entries: list[Entry]) -> None:
         self.entries = entries
-        self.apply_filter()
+        self.apply_filter(keep_highlight=True)
 
-    def apply_filter(self) -> None:
+    def apply_filter(self, *, keep_highlight: bool = False) -> None:
+        """Show the entries matching the filter; the best match is highlighted (a reload keeps
+        the highlighted entry instead)."""
         text = self.filter_input.value.strip()
         ol = self.option_list
         keep = None
-        if ol.highlighted is not None and ol.highlighted < len(self.shown):
+        if keep_highlight and ol.highlighted is not None and ol.highlighted < len(self.shown):
             keep = self.shown[ol.highlighted].name
-        self.shown = [e for e in self.entries if e.matches(text)] if text else list(self.entries)
+        if text:   # titles that match first, then the utilities whose description matches
+            ranked = [(r, i, e) for i, e in enumerate(self.entries) if (r := e.rank(text)) is not None]
+            self.shown = [e for _, _, e in sorted(ranked, key=lambda t: t[:2])]
+        else:
+            self.shown = list(self.entries)
         width = max((len(e.title) for e in self.shown), default=0) + 2
         options = []
         for e in self.shown:

@@ -46,7 +46,9 @@ REPORT_FILTERS: dict[str, tuple[Any, str]] = {
     "skipped": (lambda level, code: level == "skipped", "skipped patrons"),
     "error": (lambda level, code: level == "error", "errors"),
 }
-TABS = ("tab-selections", "tab-options", "tab-preview", "tab-report")
+HELP = "F5 preview · Ctrl+R run · tabs: F2 Selections F3 Options F4 Preview F6 Report"
+#: skipped patrons listed in the preview table (the operations report lists every one)
+SKIPPED_SHOWN = 1000
 #: after a run of the key utility, offer the value's utility with the same selection
 FOLLOW_UPS = {"change-patron-policy": "recompute-due-dates"}
 
@@ -254,6 +256,28 @@ def load_report(store, run_id: int) -> ReportData:
                       list(rep.notes), rows)
 
 
+class ReportView(MessageView):
+    """The operations report, one line each: outcome, barcode, name and what happened."""
+
+    OUTCOME = {"changed": "CHANGED", "note": "NOTE   ", "skipped": "SKIPPED", "error": "ERROR  "}
+
+    def set_rows(self, rows: list[MessageRow]) -> None:
+        self.barcode_width = min(max((len(r[1]) for r in rows[:5000]), default=0), 24)
+        super().set_rows(rows)
+        self.virtual_size = self.virtual_size.with_width(
+            max((10 + self.barcode_width + len(r[4]) for r in rows[:5000]), default=0))
+
+    def line_text(self, row: MessageRow) -> Text:
+        _line, barcode, level, code, text_ = row
+        style = self.get_component_rich_style(f"msgview--{level}", partial=True)
+        meta = self.get_component_rich_style("msgview--meta", partial=True)
+        text = Text(no_wrap=True, end="")
+        text.append(self.OUTCOME.get(code, self.OUTCOME.get(level, level.upper()[:7])) + " ", style)
+        text.append(f"{visible(barcode)[:self.barcode_width]:{self.barcode_width}} ", meta)
+        text.append(visible(text_), style if level != "info" else "")
+        return text
+
+
 class ExportReportScreen(ModalScreen["Path | None"]):
     """Where the operations report's CSV goes (default: the current folder)."""
 
@@ -327,7 +351,8 @@ class UtilityScreen(Screen[None]):
         Binding("x", "export", "Export CSV", id="utility.export"),
     ]
     DEFAULT_CSS = """
-    UtilityScreen #ur-title { height: 1; padding: 0 1; background: $panel; color: $foreground; }
+    UtilityScreen #ur-title { height: 1; padding: 0 1; background: $panel; color: $foreground;
+                              text-wrap: nowrap; text-overflow: ellipsis; }
     UtilityScreen #ur-problem { height: auto; max-height: 3; padding: 0 1; color: $error; display: none; }
     UtilityScreen #ur-problem.-shown { display: block; }
     UtilityScreen TabbedContent { height: 1fr; }
@@ -377,8 +402,8 @@ class UtilityScreen(Screen[None]):
             with TabPane("Report", id="tab-report"):
                 yield Static(Content("No run yet: after a preview, Ctrl+R runs."), id="ur-report-counts")
                 yield Static(Content(""), id="ur-report-filter")
-                yield MessageView(id="ur-report")
-        yield Static(Content("F5 preview · Ctrl+R run · F2 Selections · F3 Options · Esc back"), id="ur-hint")
+                yield ReportView(id="ur-report")
+        yield Static(Content(HELP), id="ur-hint")
         with Horizontal(id="ur-run-line"):
             yield ProgressBar(id="ur-progress", show_eta=False)
             yield Static(Content(""), id="ur-status")
@@ -388,8 +413,11 @@ class UtilityScreen(Screen[None]):
         yield Footer()
 
     def on_mount(self) -> None:
-        self.query_one("#ur-preview-table", DataTable).add_columns("", "Barcode", "Name", "Before",
-                                                                   "After or reason")
+        table = self.query_one("#ur-preview-table", DataTable)
+        table.add_column("", width=6)
+        table.add_column("Barcode")
+        table.add_column("Name", width=22)
+        table.add_column("Before -> after, or why skipped")
         self.query_one(ProgressBar).update(total=1, progress=0)
         self.load()
 
@@ -468,8 +496,7 @@ class UtilityScreen(Screen[None]):
 
     def on_model_form_field_focused(self, event: ModelForm.FieldFocused) -> None:
         spec = event.spec
-        text = (event.form.errors.get(spec.name) or spec.description
-                or "F5 preview · Ctrl+R run · F2 Selections · F3 Options · Esc back")
+        text = event.form.errors.get(spec.name) or spec.description or HELP
         self.query_one("#ur-hint", Static).update(Content(visible(text)))
 
     def on_model_form_edited(self, event: ModelForm.Edited) -> None:
@@ -565,18 +592,23 @@ class UtilityScreen(Screen[None]):
                  f"{' · REMOVES DATA' if p.removes_data else ''}",
                  f"Selections: {visible(p.selections)}"]
         lines += [f"Note: {visible(n)}" for n in p.notes]
+        if len(p.skipped) > SKIPPED_SHOWN:
+            lines.append(f"The first {SKIPPED_SHOWN:,} skipped patrons are listed; the run's report lists all.")
         self.query_one("#ur-preview-counts", Static).update(Content("\n".join(lines)))
         table = self.query_one("#ur-preview-table", DataTable)
         table.clear()
+        def cell(value: object, style: str = "") -> Text:
+            return Text(visible(value), style=style, no_wrap=True, overflow="ellipsis")
+
         for c in p.samples:
-            table.add_row(Text("change"), Text(visible(c.barcode or "")), Text(visible(c.name)),
-                          Text(visible(c.before)), Text(visible(c.after)))
-        for s in p.skipped:
-            table.add_row(Text("skip", style="bold"), Text(visible(s.barcode or "")), Text(visible(s.name)),
-                          Text(""), Text(visible(s.reason)))
+            table.add_row(cell("change"), cell(c.barcode or ""), cell(c.name),
+                          cell(f"{c.before or '(blank)'} -> {c.after or '(blank)'}"))
+        for s in p.skipped[:SKIPPED_SHOWN]:
+            table.add_row(cell("skip", "bold"), cell(s.barcode or ""), cell(s.name), cell(s.reason))
         self.query_one(TabbedContent).active = "tab-preview"
+        self.query_one("#ur-hint", Static).update(Content(HELP))
         table.focus()
-        more = " (a sample of the changes above)" if p.changes > len(p.samples) else ""
+        more = f" ({len(p.samples)} of the {p.changes:,} changes shown)" if p.changes > len(p.samples) else ""
         self.set_status(f"Previewed{more}: Ctrl+R runs it.")
 
     # -- run -----------------------------------------------------------------------------------
@@ -601,7 +633,7 @@ class UtilityScreen(Screen[None]):
         if p.removes_data:
             count = str(p.changes)
             question = (f"{visible(info.title)} removes data of {p.changes:,} patrons "
-                        f"({visible(p.selections)}). It cannot be taken back here.")
+                        f"({visible(p.selections)}): the count the preview showed, typed, goes ahead.")
             self.app.push_screen(ConfirmScreen(question, count), lambda ok: ok and self.start_run(previewed))
             return
         self.start_run(previewed)
@@ -654,7 +686,7 @@ class UtilityScreen(Screen[None]):
         done = max(handle.done or 0, 1)
         bar.update(total=done, progress=done)
         if handle.status.value == "succeeded":
-            self.set_status(f"Run {handle.run_id} succeeded in {elapsed} s: the operations report is below.")
+            self.set_status(f"Run {handle.run_id} succeeded in {elapsed} s.")
             self.fetch_report(handle.run_id, True)
         else:
             reason = handle.error or handle.status.value
@@ -682,6 +714,7 @@ class UtilityScreen(Screen[None]):
         self.filter_name = "all"
         self.apply_filter()
         self.query_one(TabbedContent).active = "tab-report"
+        self.query_one("#ur-hint", Static).update(Content(HELP))
         self.query_one(MessageView).focus()
         self.refresh_bindings()
         info = self.info
@@ -708,7 +741,7 @@ class UtilityScreen(Screen[None]):
         rows = [r for r in self.report.rows if keep(r[2], r[3])]
         self.query_one(MessageView).set_rows(rows)
         self.query_one("#ur-report-filter", Static).update(Content(
-            f"{len(rows):,} of {len(self.report.rows):,} lines: {label} (a all · c changed · s skipped · e errors · x export)"))
+            f"{len(rows):,} of {len(self.report.rows):,} lines: {label} (a c s e filter · x export CSV)"))
 
     def action_filter(self, name: str) -> None:
         self.filter_name = name

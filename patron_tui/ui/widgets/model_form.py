@@ -181,7 +181,7 @@ class ModelForm(Vertical):
     ModelForm .mf-row > Input { width: 1fr; }
     ModelForm .mf-row > Select { width: 1fr; }
     ModelForm .mf-row > Checkbox { width: 1fr; }
-    ModelForm .mf-bool { padding: 0 0 0 0; }
+    ModelForm .mf-bool > Checkbox { height: auto; }
     ModelForm .mf-multi { height: auto; }
     ModelForm .mf-multi > Label { width: 24; }
     ModelForm .mf-multi > SelectionList { width: 1fr; height: auto; max-height: 6; }
