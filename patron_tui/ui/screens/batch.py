@@ -523,10 +523,12 @@ class BatchScreen(SectionScreen):
         self.choices = choices
         self.may_process = may
         self.query_one("#batch-medium", Select).set_options(
-            [(f"{visible(code)}  {visible(name)}", code) for code, name in choices.media])
-        self.query_one("#batch-status-of-service", Select).set_options([(visible(s), s)
-                                                                        for s in choices.statuses_of_service])
-        self.query_one("#batch-frequency", Select).set_options([(visible(s), s) for s in choices.frequencies])
+            [(Content(f"{visible(code)}  {visible(name)}"), code) for code, name in choices.media])
+        # data as text: a plain str option label would be read as markup
+        self.query_one("#batch-status-of-service", Select).set_options(
+            [(Content(visible(s)), s) for s in choices.statuses_of_service])
+        self.query_one("#batch-frequency", Select).set_options(
+            [(Content(visible(s)), s) for s in choices.frequencies])
         codes = " ".join(visible(code) for code, _ in choices.subjects[:8])
         if codes:
             self.query_one("#batch-subjects", Input).placeholder = f"none (codes: {codes})"
