@@ -12,7 +12,7 @@ from datetime import date
 from pathlib import Path
 
 import pytest
-from textual.widgets import Input, Select
+from textual.widgets import Input, OptionList, Select
 
 from patron_tui.store import ChangesetWriter, Store, utc_now
 from patron_tui.ui.app import make_app
@@ -119,7 +119,8 @@ async def preview(app, pilot) -> BatchPreviewScreen:
     return app.screen
 
 
-async def test_batch_from_a_query_set_end_to_end(store):
+async def test_batch_from_a_query_set_end_to_end(store, monkeypatch):
+    monkeypatch.setenv("PATRON_TUI_FILL_CHUNK", "2")  # the filler works in 4 chunks, each one logged
     refuse_patron(store, REFUSED)
     before = profiles(store)
     app = make_app(store.path, operator="tester")
@@ -180,7 +181,9 @@ async def test_batch_from_a_query_set_end_to_end(store):
         await wait_until(app, pilot, lambda: "Service queues filled" in text_of(app, "#batch-filler"),
                          limit=600)
         log = [ln.text for ln in screen.query_one(LogView).rows]
-        assert any("Every waiting service queue is filled" in t for t in log)
+        assert any("Every waiting service queue is filled: 7 queues, 28 titles added" in t for t in log)
+        chunks = [t for t in log if t.startswith("Filled ")]
+        assert [t.split("; ")[1] for t in chunks] == ["5 waiting.", "3 waiting.", "1 waiting.", "0 waiting."]
 
     after = profiles(store)
     changed = [b for b in after if b != REFUSED and after[b]["patron_id"] in set_ids]
@@ -263,6 +266,10 @@ async def test_process_refuses_a_missing_or_stale_preview(store):
 
 
 async def test_blank_form_changes_nothing_but_nightly_debug(store):
+    conn = store.connect()   # a status that holds markup, on a profile outside the batch
+    with ChangesetWriter(conn, operator="tester", run_id=None) as w:
+        w.update("patron_profiles", profiles(store)["P0007"]["id"], {"status_of_service": "[b]Hold[/b]"})
+    conn.close()
     before = profiles(store)
     app = make_app(store.path, operator="tester")
     async with app.run_test(size=(80, 24)) as pilot:
@@ -282,6 +289,16 @@ async def test_blank_form_changes_nothing_but_nightly_debug(store):
         assert "Nightly debug: 2 change" in shown          # P0000 and P0002 have it on
         assert "0 DB profiles to be created" in shown
         assert "Status of service" not in shown
+        await pilot.press("escape")
+        await pilot.pause()
+        await pilot.press("tab", "enter")              # the Status of service options: data shown as text
+        await pilot.pause()
+        overlay = screen.query_one("#batch-status-of-service").query_one(OptionList)
+        labels = [str(overlay.get_option_at_index(i).prompt) for i in range(overlay.option_count)]
+        assert "[b]Hold[/b]" in labels
+        await pilot.press("escape", "shift+tab")
+        await pilot.pause()
+        await preview(app, pilot)
         await pilot.press("ctrl+r")
         await wait_until(app, pilot, lambda: isinstance(app.screen, ConfirmScreen))
         await pilot.press(*"4", "enter")
