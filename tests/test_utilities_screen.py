@@ -24,9 +24,20 @@ def make_district(tmp_path):
     rows = []
     for i, (grade, homeroom) in enumerate([("9", "101"), ("9", "101"), ("10", "102"), ("10", "102"),
                                            ("12", "Gone"), ("12", "Gone"), ("11", "103")]):
-        rows.append({"barcode": f"B{i}", "district_id": f"D{i}", "site": "HS", "last_name": f"Last{i}",
+        last = "[b]Last3" if i == 3 else f"Last{i}"      # data, never markup
+        rows.append({"barcode": f"B{i}", "district_id": f"D{i}", "site": "HS", "last_name": last,
                      "first_name": f"First{i}", "grade": grade, "homeroom": homeroom, "status": "Active"})
     return district(tmp_path / "district.db", rows)
+
+
+def set_setting(store, key: str, value: str) -> None:
+    conn = store.connect()
+    with ChangesetWriter(conn, operator="tester", run_id=None) as w:
+        if w.fetch("settings", key) is None:
+            w.insert("settings", {"key": key, "value": value})
+        else:
+            w.update("settings", key, {"value": value})
+    conn.close()
 
 
 def listed(screen: UtilitiesScreen) -> list[str]:
@@ -181,7 +192,13 @@ async def test_add_notes_to_a_query_set_opened_from_the_patrons_screen(tmp_path)
         await pilot.press(*"See [b]")
         await tab_to(app, pilot, "opt-note-type")
         await choose(app, pilot, "alert")
-        await preview_and_run(app, pilot, screen)
+        await pilot.press("f5")
+        await wait_until(app, pilot, lambda: screen.previewed is not None, why=lambda: screen._last_problem)
+        table = screen.query_one("#ur-preview-table")
+        names = [table.get_row_at(i)[2].plain for i in range(table.row_count)]
+        assert names == ["Last2, First2", "[b]Last3, First3"]
+        await pilot.press("ctrl+r")
+        await wait_until(app, pilot, lambda: screen.report is not None, why=lambda: screen._last_problem)
         assert screen.report.changed == 2
     conn = store.connect()
     notes = conn.execute("SELECT p.barcode, n.note_type, n.text FROM notes n JOIN patrons p ON p.id = n.patron_id"
@@ -226,8 +243,8 @@ async def test_errors_name_the_field_and_nothing_changes(tmp_path):
         screen = await open_utility(app, pilot, "stat", "Change Patron Status")
         await pilot.press("ctrl+r")                          # no preview yet
         assert "Preview first" in screen._last_problem
-        await tab_to(app, pilot, "sel-grades")
-        await pick(app, pilot, "9")
+        await tab_to(app, pilot, "sel-statement")
+        await pilot.press(*"grade=9")
         await pilot.press("f5")                              # the status was not chosen
         await wait_until(app, pilot, lambda: screen._last_problem, why=lambda: screen._last_problem)
         assert screen._last_problem.startswith("Not previewed: Change Status to")
@@ -248,12 +265,8 @@ async def test_errors_name_the_field_and_nothing_changes(tmp_path):
 
 async def test_terminology_and_the_policy_follow_up(tmp_path):
     store = make_district(tmp_path)
+    set_setting(store, "term_grade", "Level")
     conn = store.connect()
-    with ChangesetWriter(conn, operator="tester", run_id=None) as w:
-        if w.fetch("settings", "term_grade") is None:
-            w.insert("settings", {"key": "term_grade", "value": "Level"})
-        else:
-            w.update("settings", "term_grade", {"value": "Level"})
     policies = [r[0] for r in conn.execute("SELECT code FROM policies ORDER BY code")]
     conn.close()
     app = make_app(store.path, operator="tester")
@@ -277,8 +290,8 @@ async def test_terminology_and_the_policy_follow_up(tmp_path):
         # Change Patron Policy ends by offering Recompute Due Dates with the same selection
         await pilot.press("escape")
         screen = await open_utility(app, pilot, "polic", "Change Patron Policy")
-        await tab_to(app, pilot, "sel-grades")
-        await pick(app, pilot, "11")
+        await tab_to(app, pilot, "sel-statement")
+        await pilot.press(*"grade=11")
         await pilot.press("f3")
         await choose(app, pilot, policies[-1][:3].lower())
         await preview_and_run(app, pilot, screen)
@@ -288,4 +301,36 @@ async def test_terminology_and_the_policy_follow_up(tmp_path):
                          and app.screen.info is not None)
         follow = app.screen
         assert follow.utility_name == "recompute-due-dates"
-        assert follow.form("sel").values()["grades"] == ["11"]
+        assert follow.form("sel").values()["statement"] == "grade=11"
+
+
+async def test_unavailable_utility_and_a_missing_permission_are_said_and_change_nothing(tmp_path):
+    store = make_district(tmp_path)
+    set_setting(store, "account_expiration", "off")
+    app = make_app(store.path, operator="visitor")          # not in the operators table
+    async with app.run_test(size=(80, 24)) as pilot:
+        await settle(app, pilot)
+        await pilot.press("5")
+        await settle(app, pilot)
+        section = app.screen
+        await wait_until(app, pilot, lambda: len(section.entries) > 1)
+        renew = next(e for e in section.entries if e.name == "renew-patron-accounts")
+        assert "account expiration" in renew.unavailable
+        screen = await open_utility(app, pilot, "renew", "Renew Patron Accounts")
+        assert "Unavailable: " in screen._last_problem and "account expiration" in text_of(screen, "#ur-problem")
+        await pilot.press("f5", "ctrl+r")
+        await settle(app, pilot)
+        assert screen.previewed is None and screen.handle is None
+        await pilot.press("escape")
+        await settle(app, pilot)
+        await pilot.press("escape")
+        screen = await open_utility(app, pilot, "stat", "Change Patron Status")
+        await tab_to(app, pilot, "sel-statement")
+        await pilot.press(*"grade=9")
+        await pilot.press("f3")
+        await choose(app, pilot, "inact")
+        await pilot.press("f5")
+        await wait_until(app, pilot, lambda: screen._last_problem, why=lambda: screen._last_problem)
+        assert "visitor" in screen._last_problem and "permission" in screen._last_problem
+        assert screen.previewed is None
+    assert patron_where(store, barcode="B0")["status"] == "Active"

@@ -572,6 +572,12 @@ class UtilityScreen(Screen[None]):
                     if field_name:
                         form_name = which
                         break
+                else:
+                    from patron_tui.services.utilities.selections import SelectionError
+
+                    if isinstance(exc.__cause__, SelectionError) and info.selection_specs:
+                        # "Choose patrons: ..." names no one field: the Selections tab, first field
+                        form_name, field_name = "selections", info.selection_specs[0].name
         if not isinstance(exc, (ValueError, PermissionError, LookupError)):
             message = f"{type(exc).__name__}: {message}"
         self.show_problem(f"{what}: {message}")

@@ -63,6 +63,13 @@ class FieldSpec:
     extra: Mapping[str, Any] = field(default_factory=dict)
 
 
+class WrappingCheckbox(MarkedCheckbox):
+    """A checkbox whose long title wraps (a ToggleButton is one line otherwise)."""
+
+    def get_content_height(self, container, viewport, width: int) -> int:
+        return max(1, self.render().get_height(self.styles, width))
+
+
 def _humanize(name: str) -> str:
     text = re.sub(r"[_\-]+", " ", str(name)).strip()
     return text[:1].upper() + text[1:]
@@ -181,7 +188,7 @@ class ModelForm(Vertical):
     ModelForm .mf-row > Input { width: 1fr; }
     ModelForm .mf-row > Select { width: 1fr; }
     ModelForm .mf-row > Checkbox { width: 1fr; }
-    ModelForm .mf-bool > Checkbox { height: auto; }
+    ModelForm > Checkbox.mf-bool { width: 100%; height: auto; text-wrap: wrap; }
     ModelForm .mf-multi { height: auto; }
     ModelForm .mf-multi > Label { width: 24; }
     ModelForm .mf-multi > SelectionList { width: 1fr; height: auto; max-height: 6; }
@@ -241,7 +248,7 @@ class ModelForm(Vertical):
         value = self._initial(spec)
         tooltip = spec.description or None
         if spec.kind == "bool":
-            return MarkedCheckbox(Content(visible(spec.title)), value=bool(value), id=wid, compact=True)
+            return WrappingCheckbox(Content(visible(spec.title)), value=bool(value), id=wid, compact=True)
         if spec.kind in ("choice", "query_set") and not (spec.choices in OPEN_CHOICES and not spec.literal):
             pairs = self._pairs(spec)
             shown = shown_value(value)
@@ -291,7 +298,8 @@ class ModelForm(Vertical):
             self._by_widget[widget.id or ""] = spec
             label = Label(Content(visible(spec.title)), id=_wid(self.prefix, spec.name) + "-label")
             if spec.kind == "bool":   # the box carries its title: "[X] Replace existing notes"
-                yield Horizontal(widget, classes="mf-row mf-bool")
+                widget.add_class("mf-bool")
+                yield widget
             elif spec.kind == "multi":
                 yield Horizontal(label, widget, classes="mf-multi")
             else:
