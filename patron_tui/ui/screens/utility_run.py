@@ -32,7 +32,6 @@ from textual.widgets import (DataTable, Footer, Input, Label, ProgressBar, Stati
                              TabPane)
 
 from patron_tui.textsafe import visible
-from patron_tui.ui.screens.import_run import CancelRunScreen
 from patron_tui.ui.screens.job_summary import MessageRow, MessageView
 from patron_tui.ui.screens.query_dialogs import DIALOG_CSS, ConfirmScreen
 from patron_tui.ui.widgets.log_pane import LogPane
@@ -308,28 +307,36 @@ class ExportReportScreen(ModalScreen["Path | None"]):
         self.dismiss(Path(value).expanduser())
 
 
-class FollowUpScreen(ModalScreen[bool]):
-    """Offer the follow-up utility (Recompute Due Dates after Change Patron Policy)."""
+class AskScreen(ModalScreen[bool]):
+    """A yes/no question: y answers yes, n or Escape no."""
 
     BINDINGS = [
-        Binding("y", "dismiss(True)", "Yes, open it"),
+        Binding("y", "dismiss(True)", "Yes"),
         Binding("n", "dismiss(False)", "No"),
         Binding("escape", "dismiss(False)", "No", show=False),
     ]
-    DEFAULT_CSS = DIALOG_CSS.format(name="FollowUpScreen")
+    DEFAULT_CSS = DIALOG_CSS.format(name="AskScreen")
 
-    def __init__(self, question: str) -> None:
+    def __init__(self, title: str, question: str, keys: str) -> None:
         super().__init__()
+        self.title_text = title
         self.question = question
+        self.keys = keys
 
     def compose(self) -> ComposeResult:
-        with Vertical(id="follow-frame"):
+        with Vertical(id="ask-frame"):
             yield Static(Content(self.question))
-            yield Static(Content("y opens it with the same selection · n or Esc: not now"),
-                         classes="dialog-help")
+            yield Static(Content(self.keys), classes="dialog-help")
 
     def on_mount(self) -> None:
-        self.query_one("#follow-frame").border_title = Content("Next step")
+        self.query_one("#ask-frame").border_title = Content(self.title_text)
+
+
+class FollowUpScreen(AskScreen):
+    """Offer the follow-up utility (Recompute Due Dates after Change Patron Policy)."""
+
+    def __init__(self, question: str) -> None:
+        super().__init__("Next step", question, "y opens it with the same selection · n or Esc: not now")
 
 
 class UtilityScreen(Screen[None]):
@@ -461,6 +468,7 @@ class UtilityScreen(Screen[None]):
                                 empty_text="This utility has no options.", id="ur-opt-form"))
         if info.unavailable:
             self.show_problem(f"Unavailable: {info.unavailable}")
+        self.refresh_bindings()
         self.call_after_refresh(self._focus_first)
 
     def _focus_first(self) -> None:
@@ -733,6 +741,8 @@ class UtilityScreen(Screen[None]):
 
     # -- the report --------------------------------------------------------------------------------
     def check_action(self, action: str, parameters: tuple) -> bool | None:
+        if action in ("preview", "run") and self.info is not None and self.info.unavailable:
+            return None   # shown dimmed: the problem line says why
         if action in ("filter", "export"):
             return self.report is not None and self.query_one(TabbedContent).active == "tab-report"
         return True
@@ -796,7 +806,9 @@ class UtilityScreen(Screen[None]):
             self.notify("No run is running.", markup=False)
             return
         handle = self.handle
-        self.app.push_screen(CancelRunScreen(handle.run_id, handle.title),
+        question = (f"Cancel run {handle.run_id}, {visible(handle.title)}? The run is one transaction: "
+                    "nothing it was writing is kept.")
+        self.app.push_screen(AskScreen("Cancel the run", question, "y cancels the run · n or Esc keeps it running"),
                              lambda yes: yes and not handle.finished and handle.cancel())
 
     def action_back(self) -> None:
