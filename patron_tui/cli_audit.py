@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 COMMANDS = ("undo", "audit", "prune-journal")
+_SHOWN = 50   # conflicts listed in text; --json lists every one
 
 
 def _add_db(p: argparse.ArgumentParser) -> None:
@@ -105,10 +106,12 @@ def _print_plan(plan) -> None:
     from patron_tui.textsafe import visible
 
     print(visible(plan.describe()))
-    for c in plan.conflicts:
+    for c in plan.conflicts[:_SHOWN]:
         print(f"  conflict: {visible(c.describe())}")
         for f, left, now in c.fields[:10]:
             print(f"      {visible(f)}: run left {_value(left)}, now {_value(now)}")
+    if len(plan.conflicts) > _SHOWN:
+        print(f"  ... and {len(plan.conflicts) - _SHOWN:,} more conflicts (--json lists them all)")
 
 
 def _cmd_undo(db_path: Path, args: argparse.Namespace) -> int:

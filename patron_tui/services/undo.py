@@ -644,7 +644,8 @@ def _name_patrons(conn, plan: UndoPlan, images: dict[tuple[str, str], dict[str, 
 def start_undo(engine: RunEngine, store: Any, operator: str, run_id: int, *,
                on_conflict: OnConflict = "skip") -> RunHandle:
     """Check that `run_id` can be undone (UndoRefused with the sentence if not) and start the
-    undo run (kind "undo", params {"undoes": run_id, "on_conflict": ...})."""
+    undo run (kind "undo", params {"undoes": run_id, "on_conflict": ...}). `operator` is who
+    asks; like every run, the undo runs and is journalled as the engine's store operator."""
     if on_conflict not in ("skip", "overwrite"):
         raise ValueError(f"on_conflict must be 'skip' or 'overwrite', not {on_conflict!r}")
     conn = store.connect()
