@@ -334,3 +334,67 @@ async def test_unavailable_utility_and_a_missing_permission_are_said_and_change_
         assert "visitor" in screen._last_problem and "permission" in screen._last_problem
         assert screen.previewed is None
     assert patron_where(store, barcode="B0")["status"] == "Active"
+
+
+def test_field_specs_derive_the_form_from_a_model():
+    import datetime as dt
+    from decimal import Decimal
+    from typing import Literal
+
+    from pydantic import BaseModel, Field
+
+    from patron_tui.ui.widgets.model_form import field_specs
+
+    class Options(BaseModel):
+        note: str = Field(title="Add note", max_length=500)
+        kind: Literal["lost", "overdue_fines"] = Field(default="lost", title="Category",
+                                                       json_schema_extra={"labels": {"lost": "Lost fees only"}})
+        grade: str = Field(title="Change {grade} to", json_schema_extra={"choices": "grades"})
+        homeroom: str = Field(default="", title="{location}", json_schema_extra={"choices": "homerooms"})
+        grades: list[str] = Field(default_factory=list, json_schema_extra={"choices": "grades"})
+        homerooms: list[str] = Field(default_factory=list, json_schema_extra={"choices": "homerooms"})
+        starting: dt.date | None = None
+        days: int | None = None
+        amount: Decimal | None = None
+        replace: bool = False
+
+    specs = {s.name: s for s in field_specs(Options, lambda t: t.replace("{grade}", "Level")
+                                                              .replace("{location}", "Homeroom"))}
+    assert {n: s.kind for n, s in specs.items()} == {
+        "note": "text", "kind": "choice", "grade": "choice", "homeroom": "choice", "grades": "multi",
+        "homerooms": "words", "starting": "date", "days": "integer", "amount": "number", "replace": "bool"}
+    assert specs["note"].max_length == 500 and not specs["note"].optional
+    assert specs["kind"].literal == (("lost", "Lost fees only"), ("overdue_fines", "Overdue fines"))
+    assert specs["grade"].title == "Change Level to" and specs["homeroom"].title == "Homeroom"
+    assert specs["starting"].optional and specs["replace"].default is False
+
+
+async def test_every_registered_utility_gets_its_options_form(tmp_path):
+    """Each utility's Options form is derived from its model: a new utility needs no screen change."""
+    from textual.app import App
+    from textual.containers import VerticalScroll
+
+    from patron_tui.services.utilities import UTILITIES, Terms, choices
+    from patron_tui.ui.widgets.model_form import ModelForm, field_specs
+
+    store = make_district(tmp_path)
+    conn = store.connect()
+    forms = {}
+    for name, util in UTILITIES.items():
+        specs = field_specs(util.Options, Terms().apply)
+        offered = {s.choices: choices(conn, s.choices) for s in specs if s.choices}
+        forms[name] = ModelForm(specs, prefix=name, options=offered)
+    conn.close()
+
+    class FormsApp(App):
+        def compose(self):
+            yield VerticalScroll(*forms.values())
+
+    app = FormsApp()
+    async with app.run_test(size=(80, 24)) as pilot:
+        await pilot.pause()
+        for name, util in UTILITIES.items():
+            form = forms[name]
+            assert [s.name for s in form.specs] == list(util.Options.model_fields), name
+            values = form.values()
+            assert set(values) == set(util.Options.model_fields), name

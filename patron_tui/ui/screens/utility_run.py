@@ -9,7 +9,7 @@ run needs a preview of the form as it is now, a utility that removes data first 
 the previewed patron count to be typed, and the run carries the preview's fingerprint so
 the service refuses it when the patrons changed since. Progress shows under the tabs and
 in the log pane; the operations report (changed, skipped with reasons, errors) opens when
-the run ends: a/s/e filter it, x exports it as CSV (`services.utilities.report_csv`).
+the run ends: a/c/s/e filter it, x exports it as CSV (`services.utilities.report_csv`).
 Errors are sentences naming the field; nothing is changed by a refused run.
 """
 
@@ -48,7 +48,7 @@ REPORT_FILTERS: dict[str, tuple[Any, str]] = {
 HELP = "F5 preview · Ctrl+R run · tabs: F2 Selections F3 Options F4 Preview F6 Report"
 #: skipped patrons listed in the preview table (the operations report lists every one)
 SKIPPED_SHOWN = 1000
-#: after a run of the key utility, offer the value's utility with the same selection
+#: after a run of these utilities, offer the next one with the same selection
 FOLLOW_UPS = {"change-patron-policy": "recompute-due-dates"}
 
 

@@ -123,7 +123,8 @@ def field_specs(model: type[BaseModel], words: Callable[[str], str] | None = Non
             args = typing.get_args(tp)
             inner = _unwrap(args[0])[0] if args else str
             literal = _literal_pairs(inner, labels)
-            kind = "multi" if (choices or literal) else "words"
+            # an open list (homerooms: hundreds, and new ones typed) is typed, comma-separated
+            kind = "multi" if (literal or choices and choices not in OPEN_CHOICES) else "words"
         elif (literal := _literal_pairs(tp, labels)):
             kind = "choice"
         elif tp is dt.date or tp is dt.datetime:
@@ -279,7 +280,8 @@ class ModelForm(Vertical):
         elif spec.kind == "number":
             kw.update(type="number", placeholder="0.00")
         elif spec.kind == "words":
-            kw.update(placeholder="comma-separated")
+            known = ", ".join(visible(v) for v, _ in self._pairs(spec)[:3])
+            kw.update(placeholder=f"comma-separated, e.g. {known}" if known else "comma-separated")
         elif spec.kind == "choice":   # open choices: typed, with the known values suggested
             kw.update(suggester=SuggestFromList([v for v, _ in self._pairs(spec)], case_sensitive=False),
                       placeholder="blank: none" if spec.optional else "")
