@@ -171,8 +171,9 @@ async def test_directory_job_by_keyboard_test_run_and_job_manager(store, tmp_pat
         table = manager.query_one("#manager-runs", DataTable)
         assert table.has_focus and table.row_count == 1
         cells = [str(c) for c in table.get_row_at(0)]
-        assert cells[:9] == [str(run_id), "Students", "succeeded", "Full", "3", "2", "0", "1", "0"], cells
-        assert cells[10] == "oper"
+        assert cells[:5] == [str(run_id), "job Full", "Students", "succeeded",
+                             "3 read · 2 added · 0 updated · 1 skipped · 0 errors"], cells
+        assert cells[7] == "tester"
         detail = str(manager.query_one("#manager-detail").render())
         assert "started by tester" in detail and "read 3, added 2, updated 0, skipped 1, errors 0" in detail
         await pilot.press("enter")
@@ -523,7 +524,7 @@ async def test_sftp_job_end_to_end_host_key_accepted_run_and_summary(sshd_passwo
         await settle(app, pilot)
         table = app.screen.query_one("#manager-runs", DataTable)
         cells = [str(c) for c in table.get_row_at(0)]
-        assert cells[1:5] == ["District SFTP", "succeeded", "Full", "3"], cells
+        assert cells[1:4] == ["job Full", "District SFTP", "succeeded"] and cells[4].startswith("3 read"), cells
     for path in store.path.parent.glob(store.path.name + "*"):
         assert srv.password.encode() not in path.read_bytes(), path
 
@@ -547,7 +548,7 @@ async def test_a_failed_run_says_why_in_the_summary_list_and_job_manager(store, 
         await pilot.press("m")
         await settle(app, pilot)
         cells = [str(c) for c in app.screen.query_one("#manager-runs", DataTable).get_row_at(0)]
-        assert cells[1:4] == ["Missing [bold]x", "failed", "Incr"]
+        assert cells[1:4] == ["job Incr", "Missing [bold]x", "failed"]
         assert "no such file" in str(app.screen.query_one("#manager-detail").render())
 
 
@@ -570,8 +571,9 @@ async def test_job_manager_shows_scheduler_runs_and_missed_slots(store, tmp_path
         table = app.screen.query_one("#manager-runs", DataTable)
         rows = [[str(c) for c in table.get_row_at(i)] for i in range(table.row_count)]
         assert len(rows) == len(results)
-        assert rows[0][2:5] == ["succeeded", "Full", "3"] and rows[0][10] == "sched"
-        assert {r[2] for r in rows[1:]} == {"missed"} and {r[10] for r in rows[1:]} == {"sched"}
+        assert rows[0][1] == "job Full" and rows[0][3] == "succeeded" and rows[0][4].startswith("3 read")
+        assert rows[0][7] == "sched"
+        assert {r[3] for r in rows[1:]} == {"missed"} and {r[7] for r in rows[1:]} == {"sched"}
         assert "started by the scheduler" in str(app.screen.query_one("#manager-detail").render())
         await pilot.press("down")
         await pilot.pause()

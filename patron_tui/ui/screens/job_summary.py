@@ -1,6 +1,10 @@
-"""The job summary of an import run: its counts, every per-record message, its conflicts.
+"""The summary of a run: its counts, every per-record message, its conflicts.
 
-Opened when an import ends, and for any past import run from Jobs (4). The messages list is a
+Opened when an import ends, for any past import run from Jobs (4), and for a run of any kind
+from the Job Manager. The header is worded for the run's kind (an import's read/added/updated,
+a batch update's profiles, the queue filler's queues, a utility's changed/skipped, what an
+undo put back; services/run_history.py `summary_lines`); u undoes the run (the Undo dialog),
+and the undo's own summary opens when it ends. The messages list is a
 line-API view (only the visible lines are rendered, so 200,000 messages scroll as fast as 20),
 filtered by level with a/e/w/s/p; x exports the messages to CSV. The Conflicts tab lists the
 records skipped because a barcode, district ID or username belonged to another patron; Enter
@@ -33,6 +37,8 @@ from patron_tui.services.imports.conflicts import (
     word,
 )
 from patron_tui.services.imports.summary import SummaryError, load_summary, messages_csv
+from patron_tui.services.run_history import summary_lines
+from patron_tui.services.undo import undone_by
 from patron_tui.textsafe import visible
 from patron_tui.ui.screens.conflict_dialog import ConflictChoice, ConflictScreen
 from patron_tui.ui.screens.query_dialogs import DIALOG_CSS
@@ -145,7 +151,7 @@ def _yes(value: object) -> str:
 
 
 class JobSummaryScreen(Screen[None]):
-    """The job summary of one import run."""
+    """The summary of one run (see the module doc)."""
 
     BINDINGS = [
         Binding("escape", "app.pop_screen", "Back"),
@@ -157,6 +163,7 @@ class JobSummaryScreen(Screen[None]):
         Binding("x", "export", "Export CSV"),
         Binding("m", "tab('tab-messages')", "Messages"),
         Binding("c", "tab('tab-conflicts')", "Conflicts"),
+        Binding("u", "undo", "Undo run"),
         Binding("r", "reload", "Refresh", show=False),
     ]
     DEFAULT_CSS = """
@@ -215,6 +222,7 @@ class JobSummaryScreen(Screen[None]):
                 for m in data.pop("messages")
             ]
             conflicts = list_conflicts(conn, self.run_id)
+            run["undone_by"] = undone_by(conn, self.run_id)
         finally:
             conn.close()
         self.app.call_from_thread(self.show, run, rows, conflicts)
@@ -225,23 +233,14 @@ class JobSummaryScreen(Screen[None]):
     def show(self, run: dict, rows: list[MessageRow], conflicts: list[Conflict]) -> None:
         self.run = run
         self.all_rows = rows
-        s = run.get("summary") or {}
-        params = run.get("params") or {}
         status = run["status"] + (f": {run['error']}" if run.get("error") else "")
         self.query_one("#summary-title", Static).update(Content(
-            f"Job summary of run {run['id']}: {visible(run['title'])} — {visible(status)}"))
-        mode = s.get("mode") or run.get("mode") or "?"
-        dry = " · dry run: nothing was changed" if s.get("dry_run", params.get("dry_run")) else ""
-        source = s.get("source") or params.get("source")
-        # a job's file was fetched into a staging folder that is gone by now: name its source
-        where = f"Source {visible(source)}" if source else f"File {visible(s.get('file') or params.get('file') or '?')}"
-        counts = (
-            f"Read {s.get('read', 0):,} · added {s.get('added', 0):,} · updated {s.get('updated', 0):,} · "
-            f"unchanged {s.get('unchanged', 0):,} · skipped {s.get('skipped', 0):,}\n"
-            f"Errors {s.get('errors', 0):,} · warnings {s.get('warnings', 0):,} · "
-            f"conflicts {s.get('conflicts', 0):,} · {mode} · {s.get('duration_s', 0)} s{dry}\n"
-            f"{where} · encoding {visible(s.get('encoding') or params.get('encoding') or 'from the properties file')}"
-        )
+            f"{'Job summary' if run.get('kind') in ('job', 'import') else 'Summary'} of run {run['id']}: "
+            f"{visible(run['title'])} — {visible(status)}"))
+        lines = [visible(line) for line in summary_lines(run)]
+        if run.get("undone_by"):
+            lines.append(f"Undone by run {run['undone_by']} (undo that run to bring these changes back)")
+        counts = "\n".join(lines)
         self.query_one("#summary-counts", Static).update(Content(counts))
         self.apply_filter()
         self.show_conflicts(conflicts)
@@ -356,3 +355,15 @@ class JobSummaryScreen(Screen[None]):
         finally:
             conn.close()
         self.app.call_from_thread(self.show_conflicts, conflicts)
+
+    # -- undo --------------------------------------------------------------------------------
+    def action_undo(self) -> None:
+        from patron_tui.ui.screens.undo_dialog import UndoScreen
+
+        self.app.push_screen(UndoScreen(self.run_id), self.undone)
+
+    def undone(self, run_id: int | None) -> None:
+        if run_id is None:
+            return
+        self.action_reload()
+        self.app.push_screen(JobSummaryScreen(run_id))
