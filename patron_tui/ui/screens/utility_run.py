@@ -733,9 +733,13 @@ class UtilityScreen(Screen[None]):
         self.refresh_bindings()
         info = self.info
         if succeeded and info is not None and info.follow_up and data.changed:
-            question = (f"Due dates of current loans did not change. Open {visible(info.follow_up_title)} "
-                        "with the same selection now?")
+            why = f"{data.notes[0]}\n\n" if data.notes else ""
+            question = f"{visible(why)}Open {visible(info.follow_up_title)} with the same selection now?"
             follow, values = info.follow_up, self.form("sel").values() if self.form("sel") else {}
+            if self.app.screen is not self:   # the operator went elsewhere: say it, do not pop up there
+                self.notify(f"Run {data.run_id} done; {visible(info.follow_up_title)} is the next step "
+                            "(Utilities, same selection).", markup=False, timeout=10)
+                return
             self.app.push_screen(FollowUpScreen(question),
                                  lambda yes: yes and self.app.push_screen(UtilityScreen(follow, selections=values)))
 

@@ -287,6 +287,8 @@ class ModelForm(Vertical):
                       placeholder="blank: none" if spec.optional else "")
         if spec.max_length:
             kw["max_length"] = spec.max_length
+            if spec.kind == "text" and "placeholder" not in kw:
+                kw["placeholder"] = f"up to {spec.max_length:,} characters"
         widget = Input(**kw)
         if tooltip:
             widget.tooltip = Content(tooltip)
