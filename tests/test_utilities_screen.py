@@ -207,7 +207,8 @@ async def test_add_notes_to_a_query_set_opened_from_the_patrons_screen(tmp_path)
     assert [tuple(n) for n in notes] == [("B2", "Alert", "See [b]"), ("B3", "Alert", "See [b]")]
 
 
-async def test_remove_patrons_needs_the_previewed_count_typed(tmp_path):
+async def test_remove_patrons_needs_the_previewed_count_typed(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)                             # the report's CSV goes to the current folder
     store = make_district(tmp_path)
     app = make_app(store.path, operator="tester")
     async with app.run_test(size=(80, 24)) as pilot:
@@ -229,6 +230,18 @@ async def test_remove_patrons_needs_the_previewed_count_typed(tmp_path):
         await pilot.press("2", "enter")
         await wait_until(app, pilot, lambda: screen.report is not None)
         assert screen.report.changed == 2
+        await pilot.press("s")                               # the report's filter: nobody was skipped
+        assert screen.query_one("#ur-report").rows == []
+        await pilot.press("c")
+        assert [r[1] for r in screen.query_one("#ur-report").rows] == ["B4", "B5"]
+        await pilot.press("x")
+        await settle(app, pilot)
+        assert app.focused.value == str(tmp_path / f"utility-run-{screen.report.run_id}.csv")
+        await pilot.press("enter")
+        out = tmp_path / f"utility-run-{screen.report.run_id}.csv"
+        await wait_until(app, pilot, lambda: out.exists() and out.read_text().count("\n") == 3)
+        lines = out.read_text().splitlines()
+        assert lines[0].startswith("Outcome,Barcode,Name") and lines[1].startswith("changed,B4,")
     assert patron_where(store, barcode="B4") is None and patron_where(store, barcode="B5") is None
     assert patron_where(store, barcode="B6") is not None
 
