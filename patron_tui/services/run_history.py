@@ -166,6 +166,8 @@ def list_runs(conn: sqlite3.Connection, *, kinds: Iterable[str] | None = None, j
         run_params = run_params if isinstance(run_params, dict) else {}
         item = {k: row[k] for k in ("id", "kind", "title", "job_id", "mode", "status", "started_by", "operator",
                                     "created_at", "started_at", "finished_at", "error")}
+        if not item["mode"] and row["kind"] in (JOB, IMPORT) and isinstance(summary.get("mode"), str):
+            item["mode"] = summary["mode"]
         item["job_name"] = row["job_name"] or (run_params.get("job") if row["kind"] == JOB else "") or ""
         item["scheduled_for"] = run_params.get("scheduled_for")
         item["summary"] = summary
