@@ -67,6 +67,8 @@ Row = Mapping[str, Any]
 Key = Any  # a single primary-key value, or a tuple for composite keys
 
 _BATCH = 5_000
+COLUMNAR_MIN = 1_000       # changed rows from which update_where journals column-wise
+COLUMNAR_SLICE = 50_000    # at most this many rows per columnar journal row (bounds its JSON)
 
 
 def utc_now() -> str:
@@ -715,14 +717,16 @@ class ChangesetWriter:
         values: Mapping[str, str] | None = None,
     ) -> int:
         """Set columns on every row of an integer-keyed `table` whose key is in the temporary
-        table `keys` (column `k`, its primary key), with two set-based statements.
+        table `keys` (column `k`, its primary key), set-based.
 
         `changes` gives one value for every row (bound as parameters); `values` maps a column
         to a column of `keys` holding each row's own value (`{"next_service_date": "nsd"}`).
-        Journalled as `update_many` journals: one 'update' row per row that changes, whose
-        `before` and `after` hold the change's columns, old and new values (a reader drops
-        equal pairs). Rows whose values would not change are neither written nor journalled.
-        Returns the rows changed."""
+        Rows whose values would not change are neither written nor journalled. Journalled,
+        below `COLUMNAR_MIN` changed rows, as `update_many` journals: one 'update' row per row
+        that changes, whose `before` and `after` hold the change's columns, old and new values
+        (a reader drops equal pairs); from `COLUMNAR_MIN` on, column-wise: one 'update' row
+        per `COLUMNAR_SLICE` changed rows (see the module doc), built by one
+        `INSERT ... SELECT` with aggregates per slice. Then one UPDATE. Returns the rows changed."""
         self._check()
         values = dict(values or {})
         pk = self.primary_key(table)
@@ -733,6 +737,8 @@ class ChangesetWriter:
             return 0
         if set(changes) & set(values):
             raise ValueError("update_where: a column is given both a value and a key-table column")
+        if pk[0] in cols:
+            raise ValueError(f"update_where: the key column {pk[0]} cannot be changed")
         for c in cols:
             if c not in self.columns(table):
                 raise KeyError(f"{table} has no column {c!r}")
@@ -741,6 +747,33 @@ class ChangesetWriter:
         exprs = [f"?{5 + i}" for i in range(len(changes))] + [f"c.{_ident(v)}" for v in values.values()]
         differs = " OR ".join(f"t.{_ident(c)} IS NOT {e}" for c, e in zip(cols, exprs))
         params = (self.run_id, self.operator, self.ts, table, *changes.values())
+        joined = f"FROM {src} c CROSS JOIN {tab} t ON t.{key} = c.k WHERE ({differs})"
+        # enough changed rows for the columnar form? (stops at the threshold)
+        probe = self.conn.execute(
+            f"SELECT count(*) FROM (SELECT 1 {joined} LIMIT {int(COLUMNAR_MIN)})", params if changes else ()
+        ).fetchone()[0]
+        if not probe:
+            return 0
+        if probe >= COLUMNAR_MIN:
+            changed = self._journal_columnar(table, pk[0], cols, exprs, joined, params, dict(changes), values)
+        else:
+            changed = self._journal_per_row(table, key, cols, exprs, joined, params, dict(changes), values)
+        if changed:
+            sets = ", ".join(
+                f"{_ident(c)} = {e}" if e.startswith("?")
+                else f"{_ident(c)} = (SELECT {e} FROM {src} c WHERE c.k = {tab}.{key})"
+                for c, e in zip(cols, exprs))
+            # ?1..?4 are not used here; numbered parameters still bind by position
+            self.conn.execute(
+                f"UPDATE {tab} SET {sets} WHERE {key} IN (SELECT c.k {joined})",
+                params if changes else (),
+            )
+        self.counts["update"] += changed
+        return changed
+
+    def _journal_per_row(self, table: str, key: str, cols: list[str], exprs: list[str], joined: str,
+                         params: tuple, changes: dict[str, Any], values: dict[str, str]) -> int:
+        """update_where's small form: one 'update' journal row per changed row."""
         # the same `after` for every row when no value comes from the key table: one text
         after = (f"?{5 + len(changes)}" if not values else
                  "json_object(" + ", ".join(f"'{c}', {_json_value(e)}" for c, e in zip(cols, exprs)) + ")")
@@ -750,31 +783,63 @@ class ChangesetWriter:
             before = "json_object(" + ", ".join(f"'{c}', {image(f't.{_ident(c)}')}" for c in cols) + ")"
             return self.conn.execute(
                 "INSERT INTO change_journal (run_id, operator, ts, table_name, row_key, op, before, after)"
-                f" SELECT ?1, ?2, ?3, ?4, CAST(t.{key} AS TEXT), 'update', {before}, {after}"
-                f" FROM {src} c CROSS JOIN {tab} t ON t.{key} = c.k WHERE {differs}",
+                f" SELECT ?1, ?2, ?3, ?4, CAST(t.{key} AS TEXT), 'update', {before}, {after} {joined}",
                 journal_params,
             ).rowcount
 
         try:   # plain values first; a BLOB (json_object refuses it; the statement did nothing) as {"$hex": ...}
-            changed = journal(lambda col: col)
+            return journal(lambda col: col)
         except sqlite3.OperationalError as exc:
             if "BLOB" not in str(exc):
                 raise
-            changed = journal(_json_value)
-        if changed:
-            sets = ", ".join(
-                f"{_ident(c)} = {e}" if e.startswith("?")
-                else f"{_ident(c)} = (SELECT {e} FROM {src} c WHERE c.k = {tab}.{key})"
-                for c, e in zip(cols, exprs))
-            # ?1..?4 are not used here; numbered parameters still bind by position
-            self.conn.execute(
-                f"UPDATE {tab} SET {sets} WHERE {key} IN"
-                f" (SELECT c.k FROM {src} c CROSS JOIN {tab} t ON t.{key} = c.k WHERE {differs})",
-                params if changes else (),
-            )
-        self.counts["update"] += changed
-        return changed
+            return journal(_json_value)
 
+    def _journal_columnar(self, table: str, key_col: str, cols: list[str], exprs: list[str], joined: str,
+                          params: tuple, changes: dict[str, Any], values: dict[str, str]) -> int:
+        """update_where's columnar form (see the module doc): one 'update' journal row per slice of
+        `COLUMNAR_SLICE` changed rows, in key order, each one `INSERT ... SELECT` with aggregates."""
+        n_const = len(changes)
+        after_at, last_at = 5 + n_const, 6 + n_const    # ?after (the one-for-all values), ?last key
+        per_row = [(c, e) for c, e in zip(cols, exprs) if not e.startswith("?")]
+        inner_cols = ", ".join([f"t.{_ident(c)} AS b{i}" for i, c in enumerate(cols)]
+                               + [f"{e} AS a{i}" for i, (_c, e) in enumerate(per_row)])
+        inner = (f"SELECT c.k AS k, {inner_cols} {joined} AND c.k > ?{last_at}"
+                 f" ORDER BY c.k LIMIT {int(COLUMNAR_SLICE)}")
+        row_key = (f"json_object('$keys', '{key_col}', '$span', json_array(min(k), max(k)),"
+                   " '$n', count(*))")
+        statement_params = (*params, encode_image(changes))
+
+        def statement(image: Callable[[str], str]) -> str:
+            before = ("json_object('$rows', json_object("
+                      + ", ".join([f"'{key_col}', json_group_array(k)"]
+                                  + [f"'{c}', json_group_array({image(f'b{i}')})" for i, c in enumerate(cols)])
+                      + "))")
+            after = f"?{after_at}"
+            if per_row:
+                after = (f"json_insert(?{after_at}, '$.\"$rows\"', json_object("
+                         + ", ".join(f"'{c}', json_group_array({image(f'a{i}')})"
+                                     for i, (c, _e) in enumerate(per_row)) + "))")
+            return ("INSERT INTO change_journal (run_id, operator, ts, table_name, row_key, op, before, after)"
+                    f" SELECT ?1, ?2, ?3, ?4, {row_key}, 'update', {before}, {after}"
+                    f" FROM ({inner}) HAVING count(*) > 0"
+                    " RETURNING json_extract(row_key, '$.\"$span\"[1]'), json_extract(row_key, '$.\"$n\"')")
+
+        plain, wrapped = statement(lambda col: col), statement(_json_value)
+        changed, last = 0, -(1 << 63)
+        while True:
+            try:   # plain values first; a BLOB (json_group_array refuses it; nothing written) as {"$hex": ...}
+                got = self.conn.execute(plain, (*statement_params, last)).fetchall()
+            except sqlite3.OperationalError as exc:
+                if "BLOB" not in str(exc):
+                    raise
+                got = self.conn.execute(wrapped, (*statement_params, last)).fetchall()
+            if not got:
+                break
+            last, n = got[0]
+            changed += n
+            if n < COLUMNAR_SLICE:
+                break
+        return changed
 
 def inserted_image(conn: sqlite3.Connection, table: str, row_key: str, journal_id: int) -> dict[str, Any] | None:
     """The row an insert created (see the module doc): the row as it is now, or as
