@@ -162,15 +162,10 @@ def typed_values(specs: list[FieldSpec], values: dict[str, Any], form: str) -> d
     return out
 
 
-def option_texts(specs: list[FieldSpec], values: dict[str, Any]) -> dict[str, Any]:
-    """Options as the service's parse_options takes them (text as typed, as from the CLI)."""
-    out: dict[str, Any] = {}
-    for spec in specs:
-        value = values.get(spec.name)
-        if value is None:
-            continue
-        out[spec.name] = value
-    return out
+def option_texts(values: dict[str, Any]) -> dict[str, Any]:
+    """Options as the service's parse_options takes them: text as typed (as from the CLI),
+    booleans and picked lists as they are; a blank field is left out (the default applies)."""
+    return {name: value for name, value in values.items() if value is not None}
 
 
 def validation_sentences(exc, specs: list[FieldSpec]) -> dict[str, str]:
@@ -198,7 +193,7 @@ def field_of(message: str, specs: list[FieldSpec]) -> str | None:
     return best[0] if best else None
 
 
-def make_preview(store, name: str, sel_specs, opt_specs, sel_values, opt_values):
+def make_preview(store, name: str, sel_specs, sel_values, opt_values):
     """(selections, options, preview) or raises FormError / the services' sentences."""
     from pydantic import ValidationError
 
@@ -212,7 +207,7 @@ def make_preview(store, name: str, sel_specs, opt_specs, sel_values, opt_values)
         raise FormError("selections", field_name, errors[field_name]) from None
     conn = store.connect()
     try:
-        options = base.parse_options(_util(name), option_texts(opt_specs, opt_values))
+        options = base.parse_options(_util(name), option_texts(opt_values))
         preview = base.preview(conn, name, selections, options, store.operator)
     finally:
         conn.close()
@@ -543,14 +538,12 @@ class UtilityScreen(Screen[None]):
             opt.show_errors({})
         self.show_problem("")
         self.set_status("Previewing…")
-        self.do_preview(info.name, info.selection_specs, info.option_specs, sel_values, opt_values,
-                        self.snapshot())
+        self.do_preview(info.name, info.selection_specs, sel_values, opt_values, self.snapshot())
 
     @work(thread=True, exclusive=True, exit_on_error=False, group="utility-preview")
-    def do_preview(self, name, sel_specs, opt_specs, sel_values, opt_values, snapshot) -> None:
+    def do_preview(self, name, sel_specs, sel_values, opt_values, snapshot) -> None:
         try:
-            selections, options, preview = make_preview(self.app.store, name, sel_specs, opt_specs,
-                                                        sel_values, opt_values)
+            selections, options, preview = make_preview(self.app.store, name, sel_specs, sel_values, opt_values)
         except Exception as exc:
             self.app.call_from_thread(self.refused, exc, "Not previewed")
             return
