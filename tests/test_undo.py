@@ -30,7 +30,8 @@ from patron_tui.services.inactivation import DeleteInactive, InactivationRules, 
 from patron_tui.services.queue_fill import start_filler
 from patron_tui.services.undo import UndoRefused, plan_undo, start_undo, undone_by
 from patron_tui.services.utilities import Selections
-from patron_tui.store import ChangesetWriter, Store, runlog
+from patron_tui.store import ChangesetWriter, Store, changeset, runlog
+from patron_tui.services.utilities.base import set_rows
 
 from tests import batch_helpers
 from tests.conftest import district
@@ -551,3 +552,108 @@ def test_a_cascading_delete_is_journalled_and_comes_back(tmp_path, engine_for):
     after = dump(store)
     assert after["queue_fill_requests"] == [] and after["profile_subjects"] == []
     round_trip(engine, store, h.run_id, before, after)
+
+
+# -- a big set-based update, journalled column-wise ------------------------------------------------------
+
+@pytest.fixture
+def columnar(monkeypatch):
+    """update_where journals column-wise from 2 changed rows on, 3 rows per journal row (slices)."""
+    monkeypatch.setattr(changeset, "COLUMNAR_MIN", 2)
+    monkeypatch.setattr(changeset, "COLUMNAR_SLICE", 3)
+
+
+def _columnar_entries(store: Store, run_id: int, table: str = "patron_profiles") -> list[dict]:
+    conn = store.connect()
+    try:
+        return [{"key": json.loads(r[0]), "before": changeset.decode_image(r[1]),
+                 "after": changeset.decode_image(r[2])} for r in conn.execute(
+            "SELECT row_key, before, after FROM change_journal WHERE run_id = ? AND table_name = ?"
+            " AND op = 'update' AND row_key LIKE '{\"$keys\"%' ORDER BY id", (run_id, table))]
+    finally:
+        conn.close()
+
+
+def _profile_ids(store: Store) -> dict[str, int]:
+    conn = store.connect()
+    try:
+        return {b: p["id"] for b, p in batch_helpers.profiles(conn).items()}
+    finally:
+        conn.close()
+
+
+def test_undo_of_a_big_batch_update_via_the_columnar_journal(tmp_path, engine_for, columnar):
+    store = batch_helpers.build(tmp_path / "d.db")
+    engine = engine_for(store)
+    before = dump(store)
+    spacing = batch.Spacing(start=dt.date(2026, 1, 5), every_days=7, group_size=3, order_by="last_name")
+    h = batch_helpers.run_batch(store, batch.BatchUpdate(medium="DB", max_items_out=7, status_of_service="Active",
+                                                         spacing=spacing), engine=engine)
+    assert h.status.value == "succeeded", h.error
+    after = dump(store)
+    entries = _columnar_entries(store, h.run_id)
+    # 8 DB profiles changed: slices of 3, 3 and 2, each with the old values column-wise and the
+    # new ones: one value for all (max, status) and the spaced dates row by row
+    assert [e["key"]["$n"] for e in entries] == [3, 3, 2]
+    assert sum(len(e["before"]["$rows"]["id"]) for e in entries) == h.summary["profiles_updated"] == 8
+    assert all(e["after"]["max_items_out"] == 7 and len(e["after"]["$rows"]["next_service_date"]) == e["key"]["$n"]
+               for e in entries)
+    p = plan(store, h.run_id)
+    assert p.restore == {"patron_profiles": 8} and p.conflicts == []
+    u = undo(engine, store, h.run_id)
+    assert diff(dump(store), before) == {}
+    # the undo is a big set-based write too (one per set of columns put back): journalled
+    # column-wise where a set holds enough rows, so it can be undone in turn
+    conn = store.connect()
+    per_row = conn.execute("SELECT count(*) FROM change_journal WHERE run_id = ? AND op = 'update'"
+                           " AND row_key NOT LIKE '{%'",
+                           (u.run_id,)).fetchone()[0]
+    conn.close()
+    assert _columnar_entries(store, u.run_id)
+    assert sum(e["key"]["$n"] for e in _columnar_entries(store, u.run_id)) + per_row == 8
+    undo(engine, store, u.run_id)
+    assert diff(dump(store), after) == {}
+    undo(engine, store, h.run_id)
+    assert diff(dump(store), before) == {}
+
+
+def test_a_later_change_of_a_columnar_update_is_a_conflict(tmp_path, engine_for, columnar):
+    store = batch_helpers.build(tmp_path / "d.db")
+    engine = engine_for(store)
+    prof = _profile_ids(store)
+    h = batch_helpers.run_batch(store, batch.BatchUpdate(medium="DB", max_items_out=7, status_of_service="Active"),
+                                engine=engine)
+    assert h.status.value == "succeeded", h.error
+    assert _columnar_entries(store, h.run_id)
+    # a later row-by-row change of P01's max, a later columnar change of P02's and P03's status
+    # (P03 was Active already: the batch changed only its max, so no conflict) and a later change
+    # of a column the batch did not set (P04's queue length: no conflict)
+    one = in_run(engine, "One", lambda w: w.update("patron_profiles", prof["P01"], {"max_items_out": 99}))
+    two = in_run(engine, "Two", lambda w: set_rows(w, "patron_profiles", [prof["P02"], prof["P03"]],
+                                                   {"status_of_service": "On hold"}))
+    assert _columnar_entries(store, two.run_id)
+    in_run(engine, "Three", lambda w: w.update("patron_profiles", prof["P04"], {"queue_length": 11}))
+    p = plan(store, h.run_id)
+    found = {c.key: (c.reason, c.later_run_id, c.fields, c.barcode) for c in p.conflicts}
+    assert found == {
+        str(prof["P01"]): ("changed_later", one.run_id, [("max_items_out", 7, 99)], "P01"),
+        str(prof["P02"]): ("changed_later", two.run_id, [("status_of_service", "Active", "On hold")], "P02"),
+    }
+    u = undo(engine, store, h.run_id, "skip")
+    conn = store.connect()
+    now = batch_helpers.profiles(conn)
+    conn.close()
+    assert now["P01"]["max_items_out"] == 99 and now["P01"]["status_of_service"] == "Active"   # left whole
+    assert (now["P02"]["max_items_out"], now["P02"]["status_of_service"]) == (7, "On hold")   # left whole
+    assert (now["P03"]["max_items_out"], now["P03"]["status_of_service"]) == (2, "On hold")   # max put back
+    assert now["P04"]["max_items_out"] == 7 and now["P04"]["status_of_service"] == "On hold"   # put back
+    assert now["P04"]["queue_length"] == 11 and now["P05"]["max_items_out"] == 3
+    undo(engine, store, u.run_id)                          # redo, then overwrite
+    undo(engine, store, h.run_id, "overwrite")
+    conn = store.connect()
+    now = batch_helpers.profiles(conn)
+    conn.close()
+    assert (now["P01"]["max_items_out"], now["P01"]["status_of_service"]) == (3, "Active")
+    assert [now[b]["status_of_service"] for b in ("P02", "P03")] == ["Suspended", "On hold"]
+    assert [now[b]["max_items_out"] for b in ("P02", "P03")] == [5, 2]
+    assert now["P04"]["queue_length"] == 11

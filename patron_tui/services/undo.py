@@ -54,6 +54,7 @@ from typing import Any, Literal
 
 from patron_tui.models import EventKind
 from patron_tui.runs import RunContext, RunEngine, RunFailed, RunHandle
+from patron_tui.store import changeset
 from patron_tui.store.changeset import ChangesetWriter, decode_image
 
 UNDO_KIND = "undo"
@@ -383,6 +384,11 @@ def _add_entry(plan: UndoPlan, shapes: _Shapes, e: sqlite3.Row) -> None:
         _step(plan, table, "delete").keys.extend(keys)
     elif op == "update":
         before, after = decode_image(e["before"]) or {}, decode_image(e["after"]) or {}
+        if scoped and "$rows" in before:   # a columnar update: each row's old and new values
+            step = _step(plan, table, "restore")
+            for k, old, new in columnar_rows(key, before, after):
+                _add_restore(step, k, old, new)
+            return
         if scoped:   # a stamp: {"<key column>": [[first, last], ...]}
             ranges = next(iter(json.loads(key).values()))
             (column, old), = before.items()
@@ -391,17 +397,8 @@ def _add_entry(plan: UndoPlan, shapes: _Shapes, e: sqlite3.Row) -> None:
             step.left = {k: {column: after.get(column)} for k in step.keys}
             plan.steps.append(step)
             return
-        cols = [c for c in after if c not in before or before[c] != after[c]]
-        if not cols:
-            return
-        step = _step(plan, table, "restore")
-        old = {c: before.get(c) for c in cols}
-        if key in step.changes:   # an earlier change of the same row, in this group: the oldest value wins
-            step.changes[key].update(old)
-            step.left[key] = {**{c: after[c] for c in cols}, **step.left[key]}
-        else:
-            step.changes[key] = old
-            step.left[key] = {c: after[c] for c in cols}
+        if any(c not in before or before[c] != after[c] for c in after):
+            _add_restore(_step(plan, table, "restore"), key, before, after)
     elif op == "delete":
         image = decode_image(e["before"]) or {}
         if scoped:   # columnar: {"$where": {...}, "$rows": {column: [values]}}
@@ -413,6 +410,45 @@ def _add_entry(plan: UndoPlan, shapes: _Shapes, e: sqlite3.Row) -> None:
                 step.rows[shapes.key_text(table, row)] = row
         else:
             _step(plan, table, "reinsert").rows[key] = image
+
+
+def _add_restore(step: _Step, key: str, before: dict[str, Any], after: dict[str, Any]) -> None:
+    """One row's update, turned round: its changed columns go back to their old values."""
+    cols = [c for c in after if c not in before or before[c] != after[c]]
+    if not cols:
+        return
+    old = {c: before.get(c) for c in cols}
+    if key in step.changes:   # an earlier change of the same row, in this group: the oldest value wins
+        step.changes[key].update(old)
+        step.left[key] = {**{c: after[c] for c in cols}, **step.left[key]}
+    else:
+        step.changes[key] = old
+        step.left[key] = {c: after[c] for c in cols}
+
+
+def is_columnar(row_key: str, before: dict[str, Any] | None) -> bool:
+    """Whether a journal row is a columnar update (update_where's big form, see the changeset doc)."""
+    return row_key.startswith("{") and isinstance(before, dict) and "$rows" in before and "$where" not in before
+
+
+def columnar_rows(row_key: str, before: dict[str, Any], after: dict[str, Any] | None
+                  ) -> list[tuple[str, dict[str, Any], dict[str, Any]]]:
+    """(key, old values, new values) of every row a columnar update journal row holds (decoded
+    images; a column's old and new value may be equal: the row changed in another column)."""
+    key_col = json.loads(row_key)["$keys"]
+    rows = before.get("$rows") or {}
+    keys = rows.get(key_col) or []
+    cols = [c for c in rows if c != key_col]
+    after = after or {}
+    per_row = after.get("$rows") or {}
+    same = {c: v for c, v in after.items() if c != "$rows"}
+    olds = [rows[c] for c in cols]
+    news = [per_row[c] if c in per_row else None for c in cols]
+    out = []
+    for i, k in enumerate(keys):
+        out.append((str(k), {c: o[i] for c, o in zip(cols, olds)},
+                    {c: (n[i] if n is not None else same.get(c)) for c, n in zip(cols, news)}))
+    return out
 
 
 def _count(plan: UndoPlan) -> None:
@@ -477,7 +513,15 @@ def _find_conflicts(conn: sqlite3.Connection, plan: UndoPlan, shapes: _Shapes, r
                 f" AND id > ? AND (run_id IS NULL OR run_id NOT IN ({marks})) ORDER BY id",
                 (*tables, first_id, *exclude)):
             table, key, op = r["table_name"], r["row_key"], r["op"]
-            if op == "update" and key.startswith("{"):
+            if op == "update" and key.startswith('{"$keys"'):   # a columnar update
+                a, b = json.loads(key)["$span"]
+                if not any(t == table and k.lstrip("-").isdigit() and a <= int(k) <= b for t, k in touched):
+                    continue
+                for k, old, new in columnar_rows(key, decode_image(r["before"]) or {}, decode_image(r["after"])):
+                    cols = {c for c in new if old.get(c) != new[c]}
+                    if cols:
+                        note(table, k, r["id"], r["run_id"], cols, old)
+            elif op == "update" and key.startswith("{"):
                 ranges = next(iter(json.loads(key).values()))
                 before, after = decode_image(r["before"]), decode_image(r["after"])
                 cols = set(after or {})
@@ -721,8 +765,9 @@ def _apply_step(w: ChangesetWriter, shapes: _Shapes, plan: UndoPlan, step: _Step
         items = [(shapes.key_value(table, k), ch) for k, ch in step.changes.items() if wanted(k)]
         if not items:
             return
+        set_based = len(items) >= changeset.COLUMNAR_MIN and shapes.int_key(table)
         counts["restored"] += _guarded(
-            w, lambda: w.update_many(table, items),
+            w, (lambda: _restore_set_based(w, table, items)) if set_based else (lambda: w.update_many(table, items)),
             [(str(v), (lambda v=v, ch=ch: 1 if w.update(table, v, ch) is not None else 0)) for v, ch in items],
             table, on_conflict, skipped)
     elif step.action == "stamp":
@@ -755,6 +800,26 @@ def _apply_step(w: ChangesetWriter, shapes: _Shapes, plan: UndoPlan, step: _Step
         counts["reinserted"] += _guarded(
             w, bulk, [(k, (lambda row=row: 1 if w.insert(table, row) is not None else 0)) for k, row in fresh],
             table, on_conflict, skipped)
+
+
+def _restore_set_based(w: ChangesetWriter, table: str, items: list[tuple[Any, dict[str, Any]]]) -> int:
+    """Put many rows' old values back with `update_where` (a key table of the values per set of
+    columns), so a big restore is journalled column-wise as the write it undoes was."""
+    groups: dict[tuple[str, ...], list[tuple]] = {}
+    for key, ch in items:
+        groups.setdefault(tuple(ch), []).append((key, *ch.values()))
+    conn, done = w.conn, 0
+    for cols, rows in groups.items():
+        names = [f"v{i}" for i in range(len(cols))]
+        conn.execute("DROP TABLE IF EXISTS temp._undo_restore")
+        conn.execute(f"CREATE TEMP TABLE _undo_restore (k INTEGER PRIMARY KEY, {', '.join(names)})")
+        try:
+            conn.executemany(f"INSERT OR REPLACE INTO temp._undo_restore VALUES (?, {', '.join('?' * len(cols))})",
+                             rows)
+            done += w.update_where(table, {}, keys="_undo_restore", values=dict(zip(cols, names)))
+        finally:
+            conn.execute("DROP TABLE IF EXISTS temp._undo_restore")
+    return done
 
 
 def _guarded(w: ChangesetWriter, bulk, one_by_one: list, table: str, on_conflict: str,
