@@ -18,7 +18,8 @@ from patron_tui.services import batch
 from patron_tui.services import utilities as U
 from patron_tui.services.imports.engine import run_import
 from patron_tui.services.jobs import job_runs
-from patron_tui.services.run_history import count_runs, list_runs, run_counts, run_kinds, summary_lines
+from patron_tui.services.run_history import (count_runs, counts_text, list_runs, run_counts, run_kinds,
+                                             summary_lines)
 from patron_tui.services.utilities import Selections
 from patron_tui.store import ChangesetWriter, Store
 from patron_tui.ui.app import make_app
@@ -133,6 +134,8 @@ def test_run_counts_and_summary_lines_follow_the_kind():
     other = summary_lines({"kind": "journal_prune", "params": {}, "summary": {"retention_days": 400, "runs": 2}})
     assert other[0] == "retention days: 400 · runs: 2"
     assert run_counts({"x": 1, "name": "a"}, "mystery") == [("x", 1)]
+    assert counts_text({"read": 3, "added": 2, "updated": 0, "skipped": 1}, "job") == "3 read · 2 added · 1 skipped"
+    assert counts_text({"read": 0}, "import") == "0 read" and counts_text({}, "import") == ""
 
 
 # -- the console ------------------------------------------------------------------------------------
@@ -168,7 +171,7 @@ async def test_job_manager_lists_every_kind_filters_and_opens_a_kind_worded_summ
         table = manager.query_one("#manager-runs", DataTable)
         rows = cells(table)
         assert [r[0] for r in rows] == [str(ids["utility"]), str(ids["batch_update"]), str(ids["import"])]
-        assert [r[1] for r in rows] == ["utility", "batch", "import Incr"]
+        assert [r[1] for r in rows] == ["utility", "batch", "import"]
         assert rows[0][2] == "Change Patron Status" and rows[0][3] == "succeeded"
         assert rows[0][4].startswith("11 changed") and rows[0][7] == "tester"
         assert rows[1][4].startswith("11 patrons · 7 profiles updated")
@@ -215,7 +218,7 @@ async def test_undo_a_utility_run_from_the_job_manager_restores_the_patrons(stor
         await wait_until(app, pilot, lambda: isinstance(app.screen, UndoScreen) and app.screen.plan is not None)
         dialog = app.screen
         plan_text = str(dialog.query_one("#undo-plan").render())
-        assert "Restore: 11 patrons" in plan_text and "No row was changed again" in plan_text, plan_text
+        assert "Restore: 11 rows of patrons" in plan_text and "No row was changed again" in plan_text, plan_text
         assert dialog.query_one("#undo-confirm", Input).has_focus
         await pilot.press(*"undo", "enter")
         await wait_until(app, pilot, lambda: isinstance(app.screen, JobSummaryScreen))
@@ -307,3 +310,37 @@ async def test_undo_with_a_conflict_lists_it_and_skip_leaves_the_later_change(st
     now = patrons(store)
     assert now["P03"]["status"] == "Suspended"
     assert {b: p["status"] for b, p in now.items() if b != "P03"} == {b: "Active" for b in now if b != "P03"}
+
+
+async def test_pages_of_runs_n_and_p(store, monkeypatch):
+    from patron_tui.ui.screens import job_manager
+
+    engine = RunEngine(store, pool_size=1)
+    try:
+        made = [engine.execute("check" if i % 2 else "journal_prune", f"Run number {i}",
+                               lambda ctx: {"runs": 1, "rows": 2}).run_id for i in range(5)]
+    finally:
+        engine.shutdown(cancel_running=False)
+    monkeypatch.setattr(job_manager, "PAGE", 2)
+    app = make_app(store.path, operator="tester")
+    async with app.run_test(size=(80, 24)) as pilot:
+        manager = await open_manager(app, pilot)
+        table = manager.query_one("#manager-runs", DataTable)
+        title = lambda: str(manager.query_one("#manager-title").render())   # noqa: E731
+        assert [r[0] for r in cells(table)] == [str(made[4]), str(made[3])]
+        assert "5 runs of every kind · 1–2, page 1 of 3 (n/p)" in title()
+        await pilot.press("n", "n")
+        await settle(app, pilot)
+        assert [r[0] for r in cells(table)] == [str(made[0])] and "page 3 of 3" in title()
+        await pilot.press("n")   # already the last page: said, stays
+        await settle(app, pilot)
+        assert "page 3 of 3" in title() and any("last page" in n.message for n in app._notifications)
+        await pilot.press("p")
+        await settle(app, pilot)
+        assert [r[0] for r in cells(table)] == [str(made[2]), str(made[1])]
+        assert cells(table)[0][1] == "prune" and cells(table)[0][4] == "1 runs pruned · 2 journal rows"
+        # the kind filter starts again at the first page
+        await pilot.press("k")
+        await settle(app, pilot)
+        assert manager.query_one("#manager-kind", Select).value == "journal_prune"
+        assert [r[0] for r in cells(table)] == [str(made[4]), str(made[2])] and "page 1 of 2" in title()

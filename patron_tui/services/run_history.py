@@ -94,10 +94,12 @@ def run_counts(summary: dict[str, Any] | None, kind: str) -> list[tuple[str, Any
 
 
 def counts_text(summary: dict[str, Any] | None, kind: str) -> str:
-    """'3 read · 2 added · ...' (empty when the run has no counts yet)."""
+    """'3 read · 2 added · 1 skipped': the main counts, zeros left out but for the first (empty
+    when the run has no counts yet). `run_counts` has them all."""
     if not summary:
         return ""
-    return " · ".join(f"{_number(v)} {word}" for word, v in run_counts(summary, kind))
+    counts = run_counts(summary, kind)
+    return " · ".join(f"{_number(v)} {word}" for i, (word, v) in enumerate(counts) if i == 0 or v)
 
 
 def _parse_ts(text: str | None) -> datetime | None:
@@ -166,8 +168,6 @@ def list_runs(conn: sqlite3.Connection, *, kinds: Iterable[str] | None = None, j
         run_params = run_params if isinstance(run_params, dict) else {}
         item = {k: row[k] for k in ("id", "kind", "title", "job_id", "mode", "status", "started_by", "operator",
                                     "created_at", "started_at", "finished_at", "error")}
-        if not item["mode"] and row["kind"] in (JOB, IMPORT) and isinstance(summary.get("mode"), str):
-            item["mode"] = summary["mode"]
         item["job_name"] = row["job_name"] or (run_params.get("job") if row["kind"] == JOB else "") or ""
         item["scheduled_for"] = run_params.get("scheduled_for")
         item["summary"] = summary

@@ -11,6 +11,8 @@ queued or running the list refreshes itself.
 
 from __future__ import annotations
 
+from datetime import datetime, timezone
+
 from rich.text import Text
 from textual import work
 from textual.app import ComposeResult
@@ -41,6 +43,20 @@ def duration_text(seconds: float | None) -> str:
         return f"{minutes}m{secs:02d}"
     hours, minutes = divmod(minutes, 60)
     return f"{hours}h{minutes:02d}"
+
+
+def short_stamp(text: str | None) -> str:
+    """A stored UTC timestamp in five cells: 'HH:MM' today, 'MM-DD' before (the detail line has both)."""
+    if not text:
+        return "-"
+    try:
+        when = datetime.fromisoformat(text.replace("Z", "+00:00"))
+    except ValueError:
+        return visible(text)[:5]
+    if when.tzinfo is None:
+        when = when.replace(tzinfo=timezone.utc)
+    when = when.astimezone()
+    return when.strftime("%H:%M") if when.date() == datetime.now().astimezone().date() else when.strftime("%m-%d")
 
 
 def run_what(run: dict) -> str:
@@ -130,14 +146,10 @@ class JobManagerScreen(Screen[None]):
 
     def on_mount(self) -> None:
         table = self.query_one("#manager-runs", DataTable)
-        table.add_column("Run", width=5)
-        table.add_column("Kind", width=9)
-        table.add_column("What", width=16)
-        table.add_column("Status", width=9)
-        table.add_column("Counts", width=18)
-        table.add_column("Time", width=5)
-        table.add_column("Started", width=11)
-        table.add_column("By", width=9)
+        # 62 cells + 2 of padding per column: the whole row fits 80 columns
+        for label, width in (("Run", 4), ("Kind", 8), ("What", 12), ("Status", 9), ("Counts", 13), ("Time", 5),
+                             ("Start", 5), ("By", 6)):
+            table.add_column(label, width=width)
         table.focus()
         self.action_reload()
         self._timer = self.set_interval(1.0, self._refresh_if_active)
@@ -189,7 +201,7 @@ class JobManagerScreen(Screen[None]):
                 Text(status, style="bold" if status in ("failed", "interrupted", "missed", "running") else ""),
                 Text(visible(run["counts_text"]) or "-", no_wrap=True, overflow="ellipsis"),
                 Text(duration_text(run["duration_s"]), justify="right"),
-                Text(stamp_text(run["started_at"] or run["created_at"])),
+                Text(short_stamp(run["started_at"] or run["created_at"])),
                 Text("sched" if run["started_by"] == "scheduler" else visible(run["operator"]),
                      no_wrap=True, overflow="ellipsis"),
                 key=str(run["id"]),

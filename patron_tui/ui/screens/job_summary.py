@@ -155,6 +155,7 @@ class JobSummaryScreen(Screen[None]):
 
     BINDINGS = [
         Binding("escape", "app.pop_screen", "Back"),
+        Binding("u", "undo", "Undo run"),
         Binding("a", "filter('all')", "All"),
         Binding("e", "filter('error')", "Errors"),
         Binding("w", "filter('warning')", "Warnings"),
@@ -163,7 +164,6 @@ class JobSummaryScreen(Screen[None]):
         Binding("x", "export", "Export CSV"),
         Binding("m", "tab('tab-messages')", "Messages"),
         Binding("c", "tab('tab-conflicts')", "Conflicts"),
-        Binding("u", "undo", "Undo run"),
         Binding("r", "reload", "Refresh", show=False),
     ]
     DEFAULT_CSS = """

@@ -49,7 +49,8 @@ def plan_lines(plan) -> list[str]:
         return [*lines, visible(plan.refusal)]
     for label, counts in (("Re-insert", plan.reinsert), ("Delete", plan.delete), ("Restore", plan.restore)):
         if counts:
-            lines.append(f"{label}: " + ", ".join(f"{n:,} {visible(t)}" for t, n in sorted(counts.items())))
+            lines.append(f"{label}: " + ", ".join(f"{n:,} row{'s' if n != 1 else ''} of {visible(t)}"
+                                                  for t, n in sorted(counts.items())))
     if len(lines) == 1:
         lines.append("Nothing to change: every row is already as it was before the run.")
     if plan.conflicts:
@@ -78,6 +79,15 @@ def conflict_cells(c) -> tuple[Text, Text, Text, Text]:
             Text(change, no_wrap=True, overflow="ellipsis"), Text(later, no_wrap=True, overflow="ellipsis"))
 
 
+def conflict_text(c) -> str:
+    """One conflict in full: which row, why, and each value the run left against the value now."""
+    text = visible(c.describe())
+    if c.fields:
+        text += " · " + "; ".join(f"{visible(f)}: run left {_value(left)}, now {_value(now)}"
+                                  for f, left, now in c.fields[:5])
+    return text
+
+
 class UndoScreen(ModalScreen["int | None"]):
     """Undo one run (see the module doc); returns the undo run's id, or None."""
 
@@ -90,10 +100,11 @@ class UndoScreen(ModalScreen["int | None"]):
     }
     UndoScreen #undo-plan { height: auto; }
     UndoScreen #undo-conflicts { height: auto; max-height: 8; }
+    UndoScreen #undo-conflict-detail { height: auto; max-height: 3; color: $foreground-muted; }
     UndoScreen #undo-choice-row { height: 1; margin: 0 0 1 0; }
     UndoScreen #undo-choice-row Label { width: 11; }
     UndoScreen #undo-choice { width: 1fr; }
-    UndoScreen #undo-confirm { margin: 0 0 1 0; }
+    UndoScreen #undo-confirm { margin: 0 0 1 0; width: 30; background: $boost; }
     UndoScreen ProgressBar { height: 1; }
     UndoScreen #undo-status { height: auto; color: $foreground-muted; }
     """
@@ -110,6 +121,7 @@ class UndoScreen(ModalScreen["int | None"]):
         with Vertical(id="undo-frame"):
             yield Static(Content(f"Reading what undoing run {self.run_id} would do…"), id="undo-plan")
             yield DataTable(cursor_type="row", zebra_stripes=True, id="undo-conflicts")
+            yield Static(Content(""), id="undo-conflict-detail")
             with Horizontal(id="undo-choice-row"):
                 yield Label(Content("Conflicts"))
                 yield Select(CHOICES, value="skip", allow_blank=False, id="undo-choice", compact=True)
@@ -120,8 +132,11 @@ class UndoScreen(ModalScreen["int | None"]):
 
     def on_mount(self) -> None:
         self.query_one("#undo-frame").border_title = Content(f"Undo run {self.run_id}")
-        self.query_one("#undo-conflicts", DataTable).add_columns("Row", "Patron", "Run left -> now", "Later run")
-        for wid in ("#undo-conflicts", "#undo-choice-row", "#undo-ask", "#undo-confirm", "#undo-progress"):
+        table = self.query_one("#undo-conflicts", DataTable)
+        for label, width in (("Row", 11), ("Patron", 15), ("Run left -> now", 26), ("Later run", 14)):
+            table.add_column(label, width=width)
+        for wid in ("#undo-conflicts", "#undo-conflict-detail", "#undo-choice-row", "#undo-ask", "#undo-confirm",
+                    "#undo-progress"):
             self.query_one(wid).display = False
         self.load()
 
@@ -148,6 +163,8 @@ class UndoScreen(ModalScreen["int | None"]):
             for c in plan.conflicts[:CONFLICT_ROWS]:
                 table.add_row(*conflict_cells(c))
             table.display = True
+            self.query_one("#undo-conflict-detail").display = True
+            self.show_conflict(0)
             self.query_one("#undo-choice-row").display = True
         self.query_one("#undo-ask").display = True
         confirm = self.query_one("#undo-confirm", Input)
@@ -158,6 +175,17 @@ class UndoScreen(ModalScreen["int | None"]):
         else:
             confirm.focus()
             self.set_status("The undo is one transaction and a run of its own (it can be undone) · Esc cancels")
+
+    def show_conflict(self, index: int | None) -> None:
+        """The highlighted conflict in full: its values are cut short in the table."""
+        plan = self.plan
+        if plan is None or index is None or not 0 <= index < len(plan.conflicts):
+            return
+        self.query_one("#undo-conflict-detail", Static).update(Content(conflict_text(plan.conflicts[index])))
+
+    def on_data_table_row_highlighted(self, event: DataTable.RowHighlighted) -> None:
+        if event.data_table.id == "undo-conflicts":
+            self.show_conflict(event.cursor_row)
 
     def set_status(self, text: str) -> None:
         self.query_one("#undo-status", Static).update(Content(text))
@@ -197,7 +225,7 @@ class UndoScreen(ModalScreen["int | None"]):
 
     def refused(self, text: str) -> None:
         self.query_one("#undo-plan", Static).update(Content(visible(text)))
-        for wid in ("#undo-conflicts", "#undo-choice-row", "#undo-ask", "#undo-confirm"):
+        for wid in ("#undo-conflicts", "#undo-conflict-detail", "#undo-choice-row", "#undo-ask", "#undo-confirm"):
             self.query_one(wid).display = False
         self.set_status("Nothing was undone. Esc closes.")
 
