@@ -145,6 +145,16 @@ class PatronApp(App[int]):
         if isinstance(self.screen, JobsScreen):
             self.screen.action_add_job()
 
+    def action_open_audit(self, patron: str | None = None) -> None:
+        from patron_tui.ui.screens.audit import AuditScreen
+
+        self.push_screen(AuditScreen(patron))
+
+    def action_open_operators(self) -> None:
+        from patron_tui.ui.screens.operators import OperatorsScreen
+
+        self.push_screen(OperatorsScreen())
+
     def cancel_runs(self) -> None:
         if self.engine is None:
             return
@@ -199,6 +209,10 @@ class PatronApp(App[int]):
                             self.open_job_form)
         yield SystemCommand("Job Manager", "Every run of every scheduled job and its job summary (Jobs, m)",
                             self.open_job_manager)
+        yield SystemCommand("Audit trail", "Who changed what, when, in which run, from what to what (Home, a)",
+                            self.action_open_audit)
+        yield SystemCommand("Operators", "Operators and their permissions: add, edit, remove (Home, o)",
+                            self.action_open_operators)
         yield SystemCommand("Check database", "Run the troubleshooting check of the patron database",
                             self.start_check)
         yield SystemCommand("Key help", "Keys of the current screen (?)", self.action_key_help)

@@ -1,5 +1,6 @@
 """Home: the district at a glance — patrons by status and site, recent runs,
-next scheduled runs."""
+next scheduled runs. Also the way to the administration screens: a the audit trail, o the
+operators, b back up now (a consistent copy, `services.backup.backup`, in a worker)."""
 
 from __future__ import annotations
 
@@ -24,7 +25,12 @@ def cell(value: object, *, right: bool = False) -> Text:
 
 class HomeScreen(SectionScreen):
     SECTION = "home"
-    BINDINGS = [Binding("r", "refresh", "Refresh")]
+    BINDINGS = [
+        Binding("r", "refresh", "Refresh"),
+        Binding("a", "app.open_audit", "Audit trail", id="home.audit"),
+        Binding("o", "app.open_operators", "Operators", id="home.operators"),
+        Binding("b", "backup", "Back up now", id="home.backup"),
+    ]
 
     DEFAULT_CSS = """
     HomeScreen #home-body { height: 1fr; }
@@ -60,6 +66,36 @@ class HomeScreen(SectionScreen):
 
     def action_refresh(self) -> None:
         self.load_figures()
+
+    def action_backup(self) -> None:
+        self.notify("Backing up the database…", markup=False)
+        self.back_up()
+
+    @work(thread=True, exclusive=True, group="home-backup", exit_on_error=False)
+    def back_up(self) -> None:
+        from patron_tui.services.backup import BackupError, backup
+        from patron_tui.services.permissions import PermissionDenied, require
+
+        store = self.app.store
+        conn = store.connect()
+        try:
+            require(conn, store.operator, "backup")
+        except PermissionDenied as exc:
+            self.app.call_from_thread(self.backup_said, f"No backup was made: {exc}", "error")
+            return
+        finally:
+            conn.close()
+        try:
+            path = backup(store)
+        except (BackupError, OSError) as exc:
+            self.app.call_from_thread(self.backup_said, f"No backup was made: {exc}", "error")
+            return
+        self.app.call_from_thread(self.backup_said, f"Backup written: {path} ({path.stat().st_size:,} bytes).",
+                                  "information")
+
+    def backup_said(self, message: str, severity: str) -> None:
+        self.app.log_buffer.add("error" if severity == "error" else "info", message)
+        self.notify(visible(message), severity=severity, markup=False, timeout=12)
 
     @work(thread=True, exclusive=True, group="home", exit_on_error=False)
     def load_figures(self) -> None:

@@ -24,7 +24,7 @@ from textual.binding import Binding
 from textual.containers import Vertical, VerticalScroll
 from textual.content import Content
 from textual.screen import ModalScreen
-from textual.widgets import Footer, Input, Static
+from textual.widgets import Footer, Input, Static, TabbedContent, TabPane
 
 from patron_tui.config import load_history, remember_statement
 from patron_tui.services import export as export_svc
@@ -442,6 +442,7 @@ class PatronDetailScreen(ModalScreen[None]):
         Binding("escape", "dismiss", "Close", id="patron_detail.close"),
         Binding("q", "dismiss", "Close", show=False),
         Binding("p", "toggle_protected", "Protect", id="patron_detail.protect"),
+        Binding("h", "toggle_history", "History", id="patron_detail.history"),
     ]
 
     DEFAULT_CSS = """
@@ -452,25 +453,74 @@ class PatronDetailScreen(ModalScreen[None]):
     }
     PatronDetailScreen #detail-scroll { height: 1fr; padding: 0 1; scrollbar-size-vertical: 1; }
     PatronDetailScreen #detail-body { height: auto; color: $foreground; }
+    PatronDetailScreen #detail-tabs, PatronDetailScreen #detail-tabs > ContentSwitcher { height: 1fr; }
+    PatronDetailScreen #detail-tabs TabPane { height: 1fr; padding: 0; }
+    PatronDetailScreen #history-scroll { height: 1fr; padding: 0 1; scrollbar-size-vertical: 1; }
+    PatronDetailScreen #history-body { height: auto; color: $foreground; }
     """
+    #: the History tab shows this many of the patron's newest audit entries (the Audit trail pages)
+    HISTORY_LIMIT = 200
 
     def __init__(self, patron_id: int) -> None:
         super().__init__()
         self.patron_id = patron_id
         self.detail: dict[str, Any] | None = None
+        self.history_entries: list | None = None
 
     def compose(self) -> ComposeResult:
         with Vertical(id="detail-frame"):
-            with VerticalScroll(id="detail-scroll"):
-                yield Static(Content("Loading…"), id="detail-body")
+            with TabbedContent(id="detail-tabs"):
+                with TabPane(Content("Patron"), id="detail-tab-patron"):
+                    with VerticalScroll(id="detail-scroll"):
+                        yield Static(Content("Loading…"), id="detail-body")
+                with TabPane(Content("History"), id="detail-tab-history"):
+                    with VerticalScroll(id="history-scroll"):
+                        yield Static(Content("Loading the audit trail…"), id="history-body")
         yield Footer()
 
     def on_mount(self) -> None:
         frame = self.query_one("#detail-frame")
         frame.border_title = Content(f"Patron {self.patron_id}")
-        frame.border_subtitle = Content("Esc closes")
+        frame.border_subtitle = Content("h history · Esc closes")
         self.query_one("#detail-scroll").focus()
         self.load()
+        self.load_history()
+
+    # -- the History tab: this patron's audit entries (services.audit.history) ------------------
+    def action_toggle_history(self) -> None:
+        tabs = self.query_one("#detail-tabs", TabbedContent)
+        showing = tabs.active == "detail-tab-history"
+        tabs.active = "detail-tab-patron" if showing else "detail-tab-history"
+        self.query_one("#detail-scroll" if showing else "#history-scroll").focus()
+
+    @work(thread=True, exclusive=True, exit_on_error=False, group="patron-history")
+    def load_history(self) -> None:
+        from patron_tui.services.audit import AuditError, history
+
+        conn = self.app.store.connect()
+        try:
+            entries = history(conn, patron=f"#{self.patron_id}", limit=self.HISTORY_LIMIT + 1)
+        except AuditError as exc:
+            self.app.call_from_thread(self.show_history, None, str(exc))
+            return
+        finally:
+            conn.close()
+        self.app.call_from_thread(self.show_history, entries, "")
+
+    def show_history(self, entries: list | None, problem: str) -> None:
+        from patron_tui.ui.screens.audit import history_text
+
+        body = self.query_one("#history-body", Static)
+        if entries is None:
+            body.update(Content(visible(problem)))
+            return
+        self.history_entries = entries[:self.HISTORY_LIMIT]
+        body.update(history_text(self.history_entries, more=len(entries) > self.HISTORY_LIMIT))
+
+    def history_lines(self) -> list[str]:
+        """The History tab as drawn (every line of it)."""
+        body = self.query_one("#history-body", Static)
+        return [body.render_line(y).text for y in range(body.size.height)]
 
     @work(thread=True, exclusive=True, exit_on_error=False, group="patron-detail")
     def load(self) -> None:
@@ -515,6 +565,7 @@ class PatronDetailScreen(ModalScreen[None]):
                 else "No longer protected: the jobs' inactivation and deletion rules apply again.")
         self.app.call_from_thread(self.notify, text, markup=False)
         self.load()
+        self.load_history()
 
     def rendered_lines(self) -> list[str]:
         """The detail as drawn (every line of it, scrolled into view or not)."""
