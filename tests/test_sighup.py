@@ -59,11 +59,27 @@ class Terminal:
             data = bytes(self.raw)
         return _ESC.sub(b"", data).decode("utf-8", "replace")
 
-    def wait_for(self, pattern: str, timeout: float = 60) -> re.Match:
+    def settle(self, quiet: float = 0.3, timeout: float = 10) -> None:
+        """Wait until the console has drawn nothing new for `quiet` seconds (it has taken
+        every key sent so far)."""
+        deadline = time.monotonic() + timeout
+        size, since = len(self.raw), time.monotonic()
+        while time.monotonic() < deadline:
+            time.sleep(0.05)
+            if len(self.raw) != size:
+                size, since = len(self.raw), time.monotonic()
+            elif time.monotonic() - since >= quiet:
+                return
+
+    def mark(self) -> int:
+        """Where the output is now: `wait_for(..., since=mark)` looks only at what came after."""
+        return len(self.text())
+
+    def wait_for(self, pattern: str, timeout: float = 60, since: int = 0) -> re.Match:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             found = None
-            for found in re.finditer(pattern, self.text()):
+            for found in re.finditer(pattern, self.text()[since:]):
                 pass
             if found is not None:
                 return found
@@ -72,6 +88,18 @@ class Terminal:
 
     def type(self, keys: str | bytes) -> None:
         os.write(self.fd, keys.encode() if isinstance(keys, str) else keys)
+
+    def press_until(self, keys: str, pattern: str, timeout: float = 60) -> re.Match:
+        """Press `keys` until the console shows `pattern` (a console still starting up, or
+        busy on a loaded machine, may not have taken the first press)."""
+        deadline = time.monotonic() + timeout
+        while True:
+            self.type(keys)
+            try:
+                return self.wait_for(pattern, timeout=min(3.0, max(0.1, deadline - time.monotonic())))
+            except AssertionError:
+                if time.monotonic() > deadline:
+                    raise
 
 
 def _run_status(path, kind: str = "import") -> str | None:
@@ -109,6 +137,7 @@ def test_sighup_mid_import_rolls_back_and_marks_the_run_interrupted(tmp_path):
     with csv_path.open("w", encoding="utf-8", newline="") as f:
         f.write("Student ID,Student Barcode,Last Name,First Name,School\n")
         f.writelines(f"S{i:06d},B{i:06d},Last{i},First{i},HS\n" for i in range(ROWS))
+    (tmp_path / "big.csv.bak").write_text("", encoding="utf-8")   # see the typing below
     props = tmp_path / "big.properties"
     props.write_text(
         "encoding=utf-8\ndelimiter=,\nheader=true\nmatch=district_id\n"
@@ -118,7 +147,9 @@ def test_sighup_mid_import_rolls_back_and_marks_the_run_interrupted(tmp_path):
     )
     env = {**os.environ, "TERM": "xterm-256color", "PATRON_TUI_HANGUP_WAIT": "60",
            "PATRON_TUI_WORKERS": "2"}
-    env.pop("TEXTUAL", None)
+    for name in list(env):   # the console as a person starts it, not as pytest's plugins left it
+        if name.startswith(("TEXTUAL", "PYTEST")) or name in ("LINES", "COLUMNS"):
+            del env[name]
 
     pid, master = pty.fork()
     if pid == 0:   # the console, on the pseudo-terminal's slave side
@@ -131,12 +162,26 @@ def test_sighup_mid_import_rolls_back_and_marks_the_run_interrupted(tmp_path):
     closed = False
     try:
         term.wait_for(r"4 Jobs")
-        term.type("4")
-        term.wait_for(r"Import a file")
-        term.type("i")
-        term.wait_for(r"Fill the form")
-        term.type(str(csv_path) + "\r")   # Enter: the file is checked, its .properties filled in
-        term.wait_for(r"Properties\s+\S*big\.properties")
+        term.press_until("4", r"Import a file")
+        term.press_until("i", r"Fill the form")
+        # The path field shows the file's completion while one types; with big.csv.bak beside
+        # it, "big.csv.bak" shows only once the field holds exactly .../big.csv. A bound key
+        # (Ctrl+U, Enter) may overtake typed text the console has not taken yet, so each step
+        # waits for its effect before the next.
+        for attempt in range(3):
+            term.type("\x15")   # Ctrl+U: an empty field (a repeated "i" may have typed into it)
+            term.settle()
+            since = term.mark()
+            term.type(str(csv_path))
+            try:
+                term.wait_for(r"big\.csv\.bak", since=since, timeout=15)
+                break
+            except AssertionError:
+                if attempt == 2:
+                    raise
+        since = term.mark()
+        term.type("\r")   # Enter: the file is checked, and its .properties filled in beside it
+        term.wait_for(r"big\.properties", since=since)
         term.type("\x13")   # Ctrl+S: start the import
         # mid-import: the console shows records going by while its one transaction is open
         deadline = time.monotonic() + 90
