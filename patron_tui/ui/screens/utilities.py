@@ -101,6 +101,8 @@ class UtilityList(OptionList):
     """The utilities; letters typed here go to the filter line above."""
 
     class TypedAhead(Message):
+        """A letter was typed on the list: it belongs to the filter."""
+
         def __init__(self, character: str) -> None:
             super().__init__()
             self.character = character
