@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import json
 import os
-import sqlite3
 import subprocess
 import sys
 
@@ -17,7 +16,7 @@ from patron_tui.services import background
 from patron_tui.services.background import UnknownKind, pick_up, queue_run, register_background
 from patron_tui.services.permissions import PermissionDenied
 from patron_tui.services.operators import add_operator
-from patron_tui.store import Store, runlog
+from patron_tui.store import runlog
 
 from .conftest import district
 
@@ -175,5 +174,5 @@ def test_queueing_checks_the_kind_and_the_permission_then_and_at_start(tmp_path)
         handle.wait(60)
     finally:
         engine.shutdown()
-    assert handle.status.value == "failed"
+    assert handle.run_id == run_id and handle.status.value == "failed"
     assert "'mgr' may not manage scheduled patron updates" in handle.error

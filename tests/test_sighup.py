@@ -230,3 +230,37 @@ def test_sighup_mid_import_rolls_back_and_marks_the_run_interrupted(tmp_path):
         assert engine.interrupted_on_start == []
     finally:
         engine.shutdown()
+
+
+async def test_closing_the_console_mid_run_rolls_back_and_marks_the_run_interrupted(small_store):
+    """Ctrl+Q while a run writes: the run rolls back whole and is marked interrupted."""
+    from patron_tui.ui.app import make_app
+
+    before = patrons_dump(small_store.path)
+    writing = threading.Event()
+
+    def slow_rename(ctx):
+        with ctx.writer() as w:
+            for pid in [r[0] for r in ctx.conn.execute("SELECT id FROM patrons WHERE is_system = 0")]:
+                w.update("patrons", pid, {"last_name": "Renamed"})
+            writing.set()
+            while True:   # until the console closes
+                ctx.check_cancelled()
+                time.sleep(0.01)
+
+    app = make_app(small_store.path, operator="tester")
+    async with app.run_test(size=(80, 24)) as pilot:
+        handle = app.engine.start("test", "Rename everyone", slow_rename)
+        deadline = time.monotonic() + 30
+        while not writing.is_set() and time.monotonic() < deadline:
+            await pilot.pause(0.02)
+        assert writing.is_set(), handle.error
+        await pilot.press("ctrl+q")
+    assert handle.wait(30).value == "interrupted"
+    assert patrons_dump(small_store.path) == before
+    conn = small_store.connect()
+    try:
+        run = runlog.get_run(conn, handle.run_id)
+    finally:
+        conn.close()
+    assert run["status"] == "interrupted" and "console was closed" in run["error"]
