@@ -15,9 +15,12 @@ from patron_tui.runs import RunEngine
 from patron_tui.services.audit import AuditError, history, prune_preview, resolve_patron, start_prune
 from patron_tui.services.removal import delete_patrons
 from patron_tui.services.undo import plan_undo
-from patron_tui.store import ChangesetWriter, Store, runlog
+from patron_tui.services import batch
+from patron_tui.services.utilities.base import set_rows
+from patron_tui.store import ChangesetWriter, Store, changeset, runlog
 from patron_tui.store.schema import migrate
 
+from tests import batch_helpers
 from tests.conftest import district
 
 NOW = "2024-01-01T00:00:00Z"
@@ -191,5 +194,57 @@ def test_retention_setting_and_migration_8_on_an_existing_database(store):
         assert "more than 30 days ago" in plan_undo(conn, old.run_id).refusal
         assert prune_preview(conn)["retention_days"] == 30
         conn.close()
+    finally:
+        eng.shutdown()
+
+
+def test_a_patrons_history_shows_a_columnar_batch_update(tmp_path, monkeypatch):
+    # update_where journals column-wise from 2 changed rows on, 3 rows per journal row
+    monkeypatch.setattr(changeset, "COLUMNAR_MIN", 2)
+    monkeypatch.setattr(changeset, "COLUMNAR_SLICE", 3)
+    store = batch_helpers.build(tmp_path / "d.db")
+    eng = RunEngine(store, pool_size=1)
+    try:
+        spacing = batch.Spacing(start=dt.date(2026, 1, 5), every_days=7, group_size=3, order_by="barcode")
+        h = batch_helpers.run_batch(store, batch.BatchUpdate(medium="DB", max_items_out=7, spacing=spacing),
+                                    engine=eng)
+        assert h.status.value == "succeeded", h.error
+        conn = store.connect()
+        prof = {r[0]: r[1] for r in conn.execute(
+            "SELECT p.barcode, pp.id FROM patron_profiles pp JOIN patrons p ON p.id = pp.patron_id"
+            " WHERE pp.medium = 'DB'")}
+        dates = {b: conn.execute("SELECT next_service_date FROM patron_profiles WHERE id = ?", (i,)).fetchone()[0]
+                 for b, i in prof.items()}
+        assert conn.execute("SELECT count(*) FROM change_journal WHERE run_id = ? AND row_key LIKE '{\"$keys\"%'",
+                            (h.run_id,)).fetchone()[0] == 3
+        plan = " ".join(r[3] for r in conn.execute(
+            "EXPLAIN QUERY PLAN SELECT j.id FROM change_journal j, json_each(j.before, '$.\"$rows\".id') e"
+            " WHERE j.table_name = 'patron_profiles' AND (op = 'insert_range' OR substr(row_key, 1, 1) = '{')"
+            " AND e.value = 5"))
+        assert "change_journal_ranges" in plan
+        conn.close()
+        emails = in_run(eng, "Emails", lambda w: set_rows(w, "patrons", [pid_of(store, "P01"), pid_of(store, "P02")],
+                                                          {"email": "x@y"}))
+        # P01's profile: its own old and new values out of the columnar rows (max 3 -> 7, no date -> a date);
+        # its own patron row: the columnar email change
+        entries = [e for e in hist(store, patron="P01") if e.run_id in (h.run_id, emails.run_id)]
+        assert [(e.run_id, e.table, e.key, e.op) for e in entries] == [
+            (emails.run_id, "patrons", str(pid_of(store, "P01")), "update"),
+            (h.run_id, "patron_profiles", str(prof["P01"]), "update")]
+        assert [(c.field, c.before, c.after) for c in entries[0].changes] == [("email", "", "x@y")]
+        assert sorted((c.field, c.before, c.after) for c in entries[1].changes) == [
+            ("max_items_out", 3, 7), ("next_service_date", "2026-10-01", dates["P01"])]
+        assert entries[1].patron_id == pid_of(store, "P01") and entries[1].run_kind == "batch_update"
+        # P06's max was 9 and Nightly Debug on (P01's off already): its entry holds what changed for it
+        six = [e for e in hist(store, patron="P06") if e.run_id == h.run_id and e.table == "patron_profiles"]
+        assert sorted((c.field, c.before, c.after) for c in six[0].changes) == [
+            ("max_items_out", 9, 7), ("next_service_date", "2026-12-24", dates["P06"]), ("nightly_debug", 1, 0)]
+        # P10 has no DB profile in the batch (it got one created: an insert, not a columnar update)
+        assert [e.op for e in hist(store, patron="P10") if e.run_id == h.run_id and e.table == "patron_profiles"] \
+            == ["insert"]
+        # outside a patron's history a columnar row is one entry: the one-for-all values
+        whole = [e for e in hist(store, run_id=h.run_id) if e.key.startswith("{")]
+        assert len(whole) == 3 and all(
+            [(c.field, c.after) for c in e.changes] == [("max_items_out", 7), ("nightly_debug", 0)] for e in whole)
     finally:
         eng.shutdown()

@@ -34,8 +34,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from patron_tui.runs import RunContext, RunEngine, RunHandle
-from patron_tui.services.undo import RETENTION_SETTING, retention_days
-from patron_tui.store.changeset import decode_image, inserted_image, utc_now
+from patron_tui.services.undo import RETENTION_SETTING, columnar_rows, is_columnar, retention_days
+from patron_tui.store.changeset import decode_image, encode_image, inserted_image, utc_now
 from patron_tui.store.db import write_transaction
 
 PRUNE_KIND = "journal_prune"
@@ -108,6 +108,7 @@ def resolve_patron(conn: sqlite3.Connection, text: str) -> int:
 
 _COLS = "j.id, j.run_id, j.operator, j.ts, j.table_name, j.row_key, j.op, j.before, j.after"
 _RANGES = "(op = 'insert_range' OR substr(row_key, 1, 1) = '{')"   # the partial index's condition
+_COLUMNAR = '{"$keys"'   # how a columnar update's row_key starts (8 characters)
 
 
 def history(conn: sqlite3.Connection, *, patron: str | None = None, operator: str | None = None,
@@ -215,6 +216,8 @@ def _entries_for(conn: sqlite3.Connection, table: str, keys: set[str], patron_of
         for r in conn.execute(f"SELECT {_COLS} FROM change_journal j WHERE j.table_name = ? AND {_RANGES}",
                               (table,)):
             key = r["row_key"]
+            if key.startswith(_COLUMNAR):
+                continue   # below
             if key.startswith("{"):
                 if r["op"] != "update":
                     continue
@@ -227,6 +230,32 @@ def _entries_for(conn: sqlite3.Connection, table: str, keys: set[str], patron_of
                 hit = [i for i in ints if a <= i <= b]
             for i in hit:
                 out.append((dict(r), str(i), patron_of))
+        out += _columnar_entries(conn, table, ints, patron_of)
+    return out
+
+
+def _columnar_entries(conn: sqlite3.Connection, table: str, ints: set[int], patron_of: int) -> list[tuple]:
+    """The rows of columnar updates (update_where's big form) about these keys of `table`, each
+    as a journal row of its own whose images are that row's old and new values. Only the
+    partial index's rows of `table` whose key span covers one of the keys are opened."""
+    out: list[tuple] = []
+    hits: dict[int, tuple[dict[str, Any], list[int]]] = {}
+    for r in conn.execute(
+            f"SELECT {_COLS}, e.value AS k FROM change_journal j, json_each(j.before,"
+            " '$.\"$rows\".' || json_extract(j.row_key, '$.\"$keys\"')) e"
+            f" WHERE j.table_name = ? AND {_RANGES} AND j.op = 'update' AND substr(j.row_key, 1, 8) = ?"
+            " AND json_extract(j.row_key, '$.\"$span\"[0]') <= ? AND json_extract(j.row_key, '$.\"$span\"[1]') >= ?"
+            " AND e.value IN (SELECT value FROM json_each(?))",
+            (table, _COLUMNAR, max(ints), min(ints), json.dumps(sorted(ints)))):
+        row = dict(r)
+        k = row.pop("k")
+        hits.setdefault(row["id"], (row, []))[1].append(k)
+    for row, ks in hits.values():
+        wanted = {str(k) for k in ks}
+        for k, old, new in columnar_rows(row["row_key"], decode_image(row["before"]) or {},
+                                         decode_image(row["after"])):
+            if k in wanted:
+                out.append(({**row, "before": encode_image(old), "after": encode_image(new)}, k, patron_of))
     return out
 
 
@@ -255,7 +284,9 @@ def _entry(conn: sqlite3.Connection, row: dict[str, Any], key: str | None, patro
     changes: list[FieldChange] = []
     before, after = decode_image(row["before"]), decode_image(row["after"])
     shown = "insert" if op == "insert_range" else op
-    if op == "update":
+    if op == "update" and is_columnar(key, before):   # one entry about all its rows: the one-for-all values
+        changes = [FieldChange(c, None, v) for c, v in (after or {}).items() if c != "$rows"]
+    elif op == "update":
         changes = [FieldChange(c, (before or {}).get(c), v) for c, v in (after or {}).items()
                    if (before or {}).get(c) != v]
     elif op in ("insert", "insert_range") and not key.startswith("{") and ".." not in key:
