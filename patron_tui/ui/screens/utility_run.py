@@ -361,7 +361,7 @@ class UtilityScreen(Screen[None]):
     UtilityScreen TabPane { padding: 0 1; height: 1fr; }
     UtilityScreen .ur-form { height: 1fr; scrollbar-size-vertical: 1; }
     UtilityScreen .ur-note { height: auto; color: $foreground-muted; }
-    UtilityScreen #ur-preview-counts { height: auto; max-height: 5; color: $foreground; }
+    UtilityScreen #ur-preview-counts { height: auto; max-height: 7; color: $foreground; }
     UtilityScreen #ur-preview-table { height: 1fr; }
     UtilityScreen #ur-report-counts { height: auto; max-height: 3; }
     UtilityScreen #ur-report-filter { height: 1; color: $foreground-muted; }
@@ -599,6 +599,8 @@ class UtilityScreen(Screen[None]):
                  f"{' · REMOVES DATA' if p.removes_data else ''}",
                  f"Selections: {visible(p.selections)}"]
         lines += [f"Note: {visible(n)}" for n in p.notes]
+        if self.info is not None and self.info.follow_up:
+            lines.append(f"After the run, {visible(self.info.follow_up_title)} is offered with the same selection.")
         if len(p.skipped) > SKIPPED_SHOWN:
             lines.append(f"The first {SKIPPED_SHOWN:,} skipped patrons are listed; the run's report lists all.")
         self.query_one("#ur-preview-counts", Static).update(Content("\n".join(lines)))
@@ -726,8 +728,8 @@ class UtilityScreen(Screen[None]):
         self.refresh_bindings()
         info = self.info
         if succeeded and info is not None and info.follow_up and data.changed:
-            why = f"{data.notes[0]}\n\n" if data.notes else ""
-            question = f"{visible(why)}Open {visible(info.follow_up_title)} with the same selection now?"
+            why = f"{visible(data.notes[0])}\n\n" if data.notes else ""
+            question = f"{why}Open {visible(info.follow_up_title)} with the same selection now?"
             follow, values = info.follow_up, self.form("sel").values() if self.form("sel") else {}
             if self.app.screen is not self:   # the operator went elsewhere: say it, do not pop up there
                 self.notify(f"Run {data.run_id} done; {visible(info.follow_up_title)} is the next step "
