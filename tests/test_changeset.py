@@ -383,3 +383,90 @@ def test_insert_values_quotes_constants_and_refuses_what_it_cannot_write(conn, r
             w.insert_values("profile_subjects", ("subject",), [("x",)])
     assert conn.execute("SELECT first_name FROM patrons WHERE id = ?", (first,)).fetchone()[0] == \
         "it's'); DROP TABLE patrons; --"
+
+
+# -- update_where: per-row below COLUMNAR_MIN changed rows, column-wise from it on ----------------------
+
+def _key_table(conn, ids, **columns) -> None:
+    extra = "".join(f", {c}" for c in columns)
+    conn.execute("DROP TABLE IF EXISTS temp.k")
+    conn.execute(f"CREATE TEMP TABLE k (k INTEGER PRIMARY KEY{extra})")
+    conn.executemany(f"INSERT INTO temp.k VALUES (?{', ?' * len(columns)})",
+                     [(i, *(v[n] for v in columns.values())) for n, i in enumerate(ids)])
+
+
+def test_update_where_journals_a_big_update_column_wise_in_slices(conn, run_id, monkeypatch):
+    import json
+
+    from patron_tui.store import changeset
+
+    assert changeset.COLUMNAR_MIN == 1_000
+    with writer(conn) as w:
+        w.insert_many("patrons", [patron(f"C{i}", grade=str(i % 3)) for i in range(2_500)])
+    ids = [r[0] for r in conn.execute("SELECT id FROM patrons WHERE barcode LIKE 'C%' ORDER BY id")]
+    # 999 rows to change: one journal row each
+    _key_table(conn, ids[:999])
+    with writer(conn, run_id) as w:
+        assert w.update_where("patrons", {"email": "a@b"}, keys="k") == 999
+    assert len(journal(conn, run_id=run_id)) == 999
+    # 2,500 rows, of which grade "0" rows (834) already hold grade "0": they change in email only;
+    # the 999 holding email a@b already change in grade only (or not at all)
+    monkeypatch.setattr(changeset, "COLUMNAR_SLICE", 1_000)
+    run2 = runlog.create_run(conn, kind="test", title="Big", operator="tester")
+    old = {r[0]: (r[1], r[2]) for r in conn.execute("SELECT id, grade, email FROM patrons WHERE barcode LIKE 'C%'")}
+    unchanged = [i for i in ids if old[i] == ("0", "a@b")]
+    _key_table(conn, ids)
+    with writer(conn, run2) as w:
+        assert w.update_where("patrons", {"grade": "0", "email": "a@b"}, keys="k") == 2_500 - len(unchanged)
+    js = journal(conn, run_id=run2)
+    keys = [json.loads(j["row_key"]) for j in js]
+    assert all(j["row_key"].startswith('{"$keys"') and j["op"] == "update" for j in js)
+    assert [k["$n"] for k in keys] == [1_000, 1_000, 2_500 - len(unchanged) - 2_000]
+    columns = [decode_image(j["before"])["$rows"] for j in js]
+    got = [i for c in columns for i in c["id"]]
+    assert got == sorted(set(ids) - set(unchanged))                    # key order, each row once
+    assert [(k["$span"], k["$n"]) for k in keys] == [([c["id"][0], c["id"][-1]], len(c["id"])) for c in columns]
+    for c in columns:
+        assert list(c) == ["id", "grade", "email"]
+        assert [(g, e) for g, e in zip(c["grade"], c["email"])] == [old[i] for i in c["id"]]
+    assert all(json.loads(j["after"]) == {"grade": "0", "email": "a@b"} for j in js)
+    assert {tuple(r) for r in conn.execute("SELECT grade, email FROM patrons WHERE barcode LIKE 'C%'")} == {("0", "a@b")}
+    # the scope row_key puts the rows in the partial index of range and scope rows
+    assert conn.execute("SELECT count(*) FROM change_journal INDEXED BY change_journal_ranges"
+                        " WHERE table_name = 'patrons' AND (op = 'insert_range' OR substr(row_key, 1, 1) = '{')"
+                        " AND run_id = ?", (run2,)).fetchone()[0] == 3
+
+
+def test_update_where_column_wise_blobs_and_per_row_values(conn, run_id, monkeypatch):
+    import json
+
+    from patron_tui.store import changeset
+
+    monkeypatch.setattr(changeset, "COLUMNAR_MIN", 3)
+    with writer(conn) as w:
+        w.insert_many("patrons", [patron("X0", picture=PICTURE, homeroom=""), patron("X1", picture=None, homeroom=""),
+                                  patron("X2", picture=b"\x01", homeroom=""),
+                                  patron("X3", picture=None, homeroom="Room X3")])
+    ids = [r[0] for r in conn.execute("SELECT id FROM patrons WHERE barcode LIKE 'X%' ORDER BY id")]
+    # per-row values, BLOBs among them; X3 already holds its values: not written, not journalled
+    _key_table(conn, ids, home=[f"Room X{n}" for n in range(4)], pic=[b"\x00new", None, b"\xff", None])
+    with writer(conn, run_id) as w:
+        assert w.update_where("patrons", {"grade": "5"}, keys="k", values={"homeroom": "home", "picture": "pic"}) == 3
+    j, = journal(conn, run_id=run_id)
+    assert json.loads(j["row_key"]) == {"$keys": "id", "$span": [ids[0], ids[2]], "$n": 3}
+    assert decode_image(j["before"]) == {"$rows": {"id": ids[:3], "grade": ["5", "5", "5"], "homeroom": ["", "", ""],
+                                                   "picture": [PICTURE, None, b"\x01"]}}
+    assert decode_image(j["after"]) == {"grade": "5", "$rows": {"homeroom": ["Room X0", "Room X1", "Room X2"],
+                                                                "picture": [b"\x00new", None, b"\xff"]}}
+    assert json.loads(j["before"])["$rows"]["picture"][2] == {"$hex": "01"}
+    assert [tuple(r) for r in conn.execute("SELECT homeroom, picture FROM patrons WHERE barcode LIKE 'X%' ORDER BY id")] \
+        == [("Room X0", b"\x00new"), ("Room X1", None), ("Room X2", b"\xff"), ("Room X3", None)]
+    # no BLOB anywhere: the plain form; nothing to change: nothing written
+    _key_table(conn, ids, home=["A", "B", "C", "D"])
+    with writer(conn, run_id) as w:
+        assert w.update_where("patrons", {}, keys="k", values={"homeroom": "home"}) == 4
+        assert w.update_where("patrons", {}, keys="k", values={"homeroom": "home"}) == 0
+    j2 = journal(conn, run_id=run_id)[1:]
+    assert len(j2) == 1 and decode_image(j2[0]["after"]) == {"$rows": {"homeroom": ["A", "B", "C", "D"]}}
+    with pytest.raises(ValueError), writer(conn, run_id) as w:
+        w.update_where("patrons", {"id": 5}, keys="k")
