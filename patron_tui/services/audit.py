@@ -14,9 +14,13 @@ its dependants (notes, charges, holds, history, profiles with their subjects and
 reviews, checkouts, import conflicts: every table with a foreign key onto patrons, and one level
 further), including dependants since deleted or moved to another patron; a `stamp` (one journal
 row for a run of keys) or a bulk load ('insert_range') that covers the patron is expanded into
-the patron's own entry. Lookups go through the journal's (table, key) index and migration 7's
-partial index of range and scope rows, so a patron's history costs a few index reads however
-large the journal is.
+the patron's own entry, and so is a columnar update (`update_where`'s form for big batch
+updates: the keys and old values column-wise) that holds one of the patron's rows: its entry
+shows that row's own old and new values. Lookups go through the journal's (table, key) index
+and migration 8's partial index of range and scope rows (a columnar row is opened, with
+`json_each` over its key list, only when its key span covers one of the keys), so a patron's
+history costs a few index reads however large the journal is. Outside a patron's history a
+columnar row is one entry whose changes are the values it set on every row.
 
 Retention: runs older than the `journal_retention_days` setting (default 400) lose their
 journal rows to `prune_journal` (a run of kind "journal_prune"); the run rows stay, their

@@ -9,13 +9,17 @@ journal rows are taken newest first and each is turned round:
 - 'insert' (one key) and 'insert_range' ('a..b', 'rowid a..b', or a scope such as
   {"set_id":5}) -> delete those rows (a scope: `delete_where`);
 - 'update' -> set the written columns back to their old values (a `stamp`'s compact row, whose
-  key is a scope of key ranges, goes back through `stamp` with the old value);
+  key is a scope of key ranges, goes back through `stamp` with the old value; a columnar row of
+  `update_where`, key `{"$keys":...}`, is read row by row: row i's changed columns go back to
+  its i-th old values);
 - 'delete' -> re-insert the before-image with its id (a scoped 'delete' holds its rows
   column-wise: each comes back).
 Newest first is also the order foreign keys need: a run deletes dependants before their patron
 and adds a patron before its dependants, so its undo re-inserts the patron before its notes,
 holds, profiles, charges, history and reviews, and deletes added dependants before their
-patron. Consecutive journal rows of one table and one kind are applied as one bulk write; if
+patron. Consecutive journal rows of one table and one kind are applied as one bulk write (a
+restore of `COLUMNAR_MIN` rows or more as set-based `update_where`s, one per set of columns, so
+it is journalled column-wise as a batch update is); if
 the database refuses one (a unique barcode, a missing parent), that group is applied again row
 by row, in journal order, each row in a savepoint of its own.
 
@@ -26,7 +30,9 @@ redoes the original run.
 
 Conflicts (rows a later run changed again): a row is in conflict when a journal row written
 after the run's first one, by another run, touches the same table and key and one of the
-columns this undo would set back (any column for a row the run added or deleted); or when the
+columns this undo would set back (any column for a row the run added or deleted; a later
+stamp or columnar update counts for each row it covers and, for a columnar one, the columns it
+changed on that row); or when the
 row now differs from what the run left (an updated column no longer holds the run's value; a
 deleted row's key is taken again; an added row is gone); or when a row the run added has
 dependants a later run added. The runs of this run's own undo/redo chain do not count, nor does

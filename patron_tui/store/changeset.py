@@ -18,7 +18,8 @@ Two paths:
 - small writes (`insert`, `update`, `delete`) for forms and utilities;
 - bulk writes (`insert_many`, `update_many`, `delete_many`, `stamp`) built on one
   `executemany` per statement inside the writer's single `BEGIN IMMEDIATE`
-  transaction, for imports of hundreds of thousands of rows.
+  transaction, for imports of hundreds of thousands of rows, and the set-based
+  `update_where` over a temporary key table (batch updates, field utilities).
 
 Images are JSON objects of column -> value; BLOBs are stored as
 {"$hex": "..."} so that a before-image restores byte for byte. The bulk paths
@@ -49,6 +50,26 @@ key starting with `{` always means a scope):
   row order (BLOBs as {"$hex": ...}); undo re-inserts row i as the scope
   plus the i-th value of every list. A scope that holds no rows writes and
   journals nothing.
+
+Three more compact shapes, all op 'update' with a `row_key` starting with `{` (so migration 8's
+partial index `change_journal_ranges` holds them and a reader finds them without a scan):
+- `stamp` (one column to one value on many keys): one row per distinct old value, `row_key`
+  `{"id": [[first, last], ...]}` (runs of consecutive keys), `before` `{column: old}`,
+  `after` `{column: new}`;
+- `update_where` from `COLUMNAR_MIN` (1,000) changed rows on (a batch update of a whole
+  district): the columnar form, one row per `COLUMNAR_SLICE` (50,000) changed rows in key order,
+  `row_key` `{"$keys":"id","$span":[first,last],"$n":n}` (the key column, the slice's lowest and
+  highest key, its row count), `before` `{"$rows": {"id": [3,4,9], "max_items_out": [2,5,2],
+  "status_of_service": ["Active", ...]}}` (the key column's list, then each written column's old
+  values, all lists in the same row order, BLOBs as {"$hex": ...}), `after` the new values:
+  `{"max_items_out": 12, ...}` when one value is for every row, and each column whose values
+  come row by row from the key table as a list under "$rows" in the same order
+  (`{"status_of_service": "Active", "$rows": {"next_service_date": [...]}}`). Like the per-row
+  form it holds every written column of every changed row (a reader drops equal pairs); undo
+  sets row i's changed columns back to the i-th old values. Below `COLUMNAR_MIN` changed rows
+  `update_where` journals one 'update' row per row, as `update_many` does.
+A reader tells them apart by the row_key: `{"$keys"...` is columnar, a scope whose value is a
+list of pairs is a stamp, and an op 'delete' or 'insert_range' scope is a scoped write.
 """
 
 from __future__ import annotations
