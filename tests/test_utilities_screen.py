@@ -279,6 +279,8 @@ async def test_terminology_and_the_policy_follow_up(tmp_path):
         await choose(app, pilot, policies[-1][:3].lower())
         await preview_and_run(app, pilot, screen)
         await wait_until(app, pilot, lambda: isinstance(app.screen, FollowUpScreen))
+        assert app.screen.question.endswith("Open Recompute Due Dates with the same selection now?")
+        assert "\u240a" not in app.screen.question          # line breaks kept, not shown as symbols
         await pilot.press("y")
         await wait_until(app, pilot, lambda: isinstance(app.screen, UtilityScreen) and app.screen is not screen
                          and app.screen.info is not None)
