@@ -4,8 +4,6 @@ detail's History tab (h) shows the same change."""
 
 from __future__ import annotations
 
-from textual.widgets import Input
-
 from patron_tui.services.utilities import Selections
 from patron_tui.ui.app import make_app
 from patron_tui.ui.screens.audit import AuditEntryScreen, AuditScreen, parse_filters, FilterError

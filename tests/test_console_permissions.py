@@ -38,13 +38,13 @@ def login(monkeypatch):
     return be
 
 
-def console(store: Store):
-    app = make_app(store.path)            # no operator given: the login name is the operator
+def console(db: Store):
+    app = make_app(db.path)            # no operator given: the login name is the operator
     return app
 
 
-def all_operators(store: Store) -> list[ops.Operator]:
-    conn = store.connect()
+def all_operators(db: Store) -> list[ops.Operator]:
+    conn = db.connect()
     try:
         return ops.list_operators(conn)
     finally:
@@ -56,11 +56,11 @@ def notes(app) -> str:
 
 
 async def test_managing_operators_needs_security_level_0(tmp_path, login):
-    store = make_district(tmp_path)
-    add_operator(store, "deputy", level=1, batch=True, reset=True)   # every flag, but not level 0
-    before = all_operators(store)
+    db = make_district(tmp_path)
+    add_operator(db, "deputy", level=1, batch=True, reset=True)   # every flag, but not level 0
+    before = all_operators(db)
     login("deputy")
-    app = console(store)
+    app = console(db)
     async with app.run_test(size=(80, 24)) as pilot:
         assert app.store.operator == "deputy"
         await settle(app, pilot)
@@ -76,16 +76,16 @@ async def test_managing_operators_needs_security_level_0(tmp_path, login):
             assert app.screen is screen, key                 # no form, no confirmation
             assert "security level 0 (district administrator)" in screen.status, key
             assert "deputy" in screen.status and "may not manage operators" in screen.status
-    assert all_operators(store) == before
+    assert all_operators(db) == before
 
 
 async def test_jobs_need_manage_patrons_for_the_district(tmp_path, login):
-    store = make_store(tmp_path)
+    db = make_store(tmp_path)
     csv_path, props = write_files(tmp_path, ["D1,B1,Able,Ann,HS"])
-    add_job(store, "Students", path=csv_path, props=props)
-    add_operator(store, "clerk", level=5, batch=True, reset=True)     # not "manage patrons"
+    add_job(db, "Students", path=csv_path, props=props)
+    add_operator(db, "clerk", level=5, batch=True, reset=True)     # not "manage patrons"
     login("clerk")
-    app = console(store)
+    app = console(db)
     async with app.run_test(size=(80, 24)) as pilot:
         await settle(app, pilot)
         await pilot.press("4")
@@ -105,12 +105,12 @@ async def test_jobs_need_manage_patrons_for_the_district(tmp_path, login):
         await settle(app, pilot)
         assert isinstance(app.screen, JobsScreen)
         assert len(app._notifications) > count and "manage patrons for the district" in notes(app)
-    conn = store.connect()
+    conn = db.connect()
     try:
         assert job_runs(conn) == []
     finally:
         conn.close()
-    assert patron_where(store, district_id="D1") is None
+    assert patron_where(db, district_id="D1") is None
 
 
 async def test_batch_update_process_needs_batch_tools(store, login):  # noqa: F811
@@ -132,10 +132,10 @@ async def test_batch_update_process_needs_batch_tools(store, login):  # noqa: F8
 
 
 async def test_a_utility_run_needs_batch_tools(tmp_path, login):
-    store = make_district(tmp_path)
-    add_operator(store, "aide", level=5, batch=False)
+    db = make_district(tmp_path)
+    add_operator(db, "aide", level=5, batch=False)
     login("aide")
-    app = console(store)
+    app = console(db)
     async with app.run_test(size=(80, 24)) as pilot:
         await settle(app, pilot)
         await pilot.press("5")
@@ -152,16 +152,16 @@ async def test_a_utility_run_needs_batch_tools(tmp_path, login):
         await pilot.press("ctrl+r")
         await settle(app, pilot)
         assert screen.previewed is None and screen.handle is None
-    assert patron_where(store, barcode="B0")["status"] == "Active"
-    assert rows(store, "SELECT count(*) AS n FROM runs WHERE kind LIKE 'utility%'")[0]["n"] == 0
+    assert patron_where(db, barcode="B0")["status"] == "Active"
+    assert rows(db, "SELECT count(*) AS n FROM runs WHERE kind LIKE 'utility%'")[0]["n"] == 0
 
 
 async def test_reset_patron_accounts_needs_the_password_permission(tmp_path, login):
-    store = make_district(tmp_path)
-    add_operator(store, "aide", level=5, batch=True, reset=False)
-    before = patron_where(store, barcode="B0")
+    db = make_district(tmp_path)
+    add_operator(db, "aide", level=5, batch=True, reset=False)
+    before = patron_where(db, barcode="B0")
     login("aide")
-    app = console(store)
+    app = console(db)
     async with app.run_test(size=(80, 24)) as pilot:
         await settle(app, pilot)
         await pilot.press("5")
@@ -177,14 +177,14 @@ async def test_reset_patron_accounts_needs_the_password_permission(tmp_path, log
         await pilot.press("ctrl+r")
         await settle(app, pilot)
         assert screen.previewed is None and screen.handle is None
-    assert patron_where(store, barcode="B0") == before
+    assert patron_where(db, barcode="B0") == before
 
 
 async def test_backup_needs_manage_patrons_for_the_district(tmp_path, login):
-    store = make_district(tmp_path)
-    add_operator(store, "aide", level=5, batch=True, reset=True)
+    db = make_district(tmp_path)
+    add_operator(db, "aide", level=5, batch=True, reset=True)
     login("aide")
-    app = console(store)
+    app = console(db)
     async with app.run_test(size=(80, 24)) as pilot:
         await settle(app, pilot)
         assert isinstance(app.screen, HomeScreen)
@@ -192,4 +192,4 @@ async def test_backup_needs_manage_patrons_for_the_district(tmp_path, login):
         await wait_until(app, pilot, lambda: "No backup was made" in notes(app))
         said = notes(app)
         assert "aide" in said and "manage patrons for the district" in said
-    assert not (store.path.parent / "backups").exists()
+    assert not (db.path.parent / "backups").exists()

@@ -120,6 +120,9 @@ async def test_add_edit_remove_an_operator_by_keyboard(small_store):
         await wait_until(app, pilot, lambda: "removed" in screen.status, why=lambda: screen.status)
         assert operator(small_store, "clerk") is None
         await wait_until(app, pilot, lambda: len(screen.operators) == 1)
+        await pilot.press("escape")                      # back to Home
+        await settle(app, pilot)
+        assert isinstance(app.screen, HomeScreen)
 
 
 async def test_the_last_district_administrator_can_be_neither_removed_nor_demoted(small_store):

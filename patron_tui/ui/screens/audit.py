@@ -87,7 +87,7 @@ def when_text(ts: str | None, *, seconds: bool = False) -> str:
         return visible(ts)[:19]
     if stamp.tzinfo is None:
         stamp = stamp.replace(tzinfo=dt.timezone.utc)
-    return stamp.astimezone().strftime("%Y-%m-%d %H:%M:%S" if seconds else "%y-%m-%d %H:%M")
+    return stamp.astimezone().strftime("%Y-%m-%d %H:%M:%S" if seconds else "%Y-%m-%d %H:%M")
 
 
 def value_text(value: object) -> str:
@@ -153,7 +153,10 @@ class AuditEntryScreen(ModalScreen[None]):
         with Vertical(id="audit-entry-frame"):
             yield Static(Content(entry_line(self.entry)), classes="dialog-help", id="audit-entry-head")
             yield DataTable(cursor_type="row", zebra_stripes=True, id="audit-changes")
-            yield Static(Content("Esc closes."), classes="dialog-help")
+            key = self.entry.key
+            many = not self.entry.changes and (".." in key or key.startswith(("{", "rowid")))
+            yield Static(Content("One entry for many rows: filter by a patron to see one row's fields. Esc closes."
+                                 if many else "Esc closes."), classes="dialog-help")
 
     def on_mount(self) -> None:
         e = self.entry
@@ -165,7 +168,7 @@ class AuditEntryScreen(ModalScreen[None]):
         for c in e.changes:
             table.add_row(cell(c.field), cell(value_text(c.before)), cell(value_text(c.after)))
         if not e.changes:
-            table.add_row(cell("(no field changed)"), cell(""), cell(""))
+            table.add_row(cell("(none listed)"), cell(""), cell(""))
         table.focus()
 
     def rows(self) -> list[tuple[str, str, str]]:
@@ -194,7 +197,7 @@ class AuditScreen(Screen[None]):
     AuditScreen #audit-problem { height: auto; padding: 0 1; color: $error; display: none; }
     AuditScreen #audit-problem.-shown { display: block; }
     AuditScreen #audit-entries { height: 1fr; }
-    AuditScreen #audit-detail { height: 2; padding: 0 1; border-top: solid $primary; }
+    AuditScreen #audit-detail { height: 3; padding: 0 1; border-top: solid $primary; }
     """
 
     def __init__(self, patron: str | None = None) -> None:
@@ -229,9 +232,9 @@ class AuditScreen(Screen[None]):
 
     def on_mount(self) -> None:
         table = self.query_one("#audit-entries", DataTable)
-        table.add_column("When", width=14)
+        table.add_column("When", width=16)
         table.add_column("By", width=8)
-        table.add_column("Run", width=16)
+        table.add_column("Run", width=14)
         table.add_column("Table", width=12)
         table.add_column("Key", width=7)
         table.add_column("Op", width=6)
@@ -294,7 +297,7 @@ class AuditScreen(Screen[None]):
             entries = history(conn, patron=filters.patron, operator=filters.operator, run_id=filters.run_id,
                               since=filters.since, table=filters.table, limit=PAGE + 1, offset=page * PAGE)
         except (AuditError, ValueError) as exc:
-            self.app.call_from_thread(self.show_problem, str(exc))
+            self.app.call_from_thread(self.show_failed, filters, str(exc))
             return
         finally:
             conn.close()
@@ -307,6 +310,15 @@ class AuditScreen(Screen[None]):
         problem.set_class(bool(message), "-shown")
         if message:
             self.notify(visible(message), severity="error", markup=False, timeout=8)
+
+    def show_failed(self, filters: AuditFilters, message: str) -> None:
+        """The filters cannot be answered: say why, and list nothing (not the last answer)."""
+        self.entries, self.has_more, self.page = [], False, 0
+        self.query_one("#audit-entries", DataTable).clear()
+        self.query_one("#audit-title", Static).update(Content(f"Audit trail — {filters.describe()} · not found"))
+        self.show_detail()
+        self.loaded = True
+        self.show_problem(message)
 
     def show(self, entries: list[AuditEntry], has_more: bool, page: int) -> None:
         self.entries, self.has_more, self.page = entries, has_more, page
@@ -322,7 +334,7 @@ class AuditScreen(Screen[None]):
         else:
             span = "no changes match"
         self.query_one("#audit-title", Static).update(Content(
-            f"Audit trail — {self.filters.describe()} · {span} (Enter: the fields · n/p page · / filters)"))
+            f"Audit trail — {self.filters.describe()} · {span} · Enter: the fields"))
         self.loaded = True
         self.show_detail()
 

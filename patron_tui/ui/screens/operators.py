@@ -209,7 +209,7 @@ class OperatorsScreen(Screen[None]):
         admins = sum(1 for op in found if op.security_level == 0)
         self.query_one("#operators-title", Static).update(Content(
             f"Operators — {len(found)} ({admins} district administrator{'s' if admins != 1 else ''})"
-            " · a add · Enter/e edit · d remove · Esc back"))
+            " · Enter edits"))
         if not self.status:
             self.say(f"You are {self.app.store.operator}; "
                      + ("you may view operators, not change them." if refused else "you may change operators."))
@@ -299,10 +299,11 @@ class OperatorsScreen(Screen[None]):
                     f"They can no longer use the console's guarded actions; their past changes stay in "
                     f"the audit trail.")
         login = op.login_name
-        self.app.push_screen(ConfirmScreen(question, login), lambda ok: self.remove(login) if ok else None)
+        self.app.push_screen(ConfirmScreen(question, login),
+                             lambda ok: self.remove_operator(login) if ok else None)
 
     @work(thread=True, exclusive=True, exit_on_error=False, group="operators-change")
-    def remove(self, login: str) -> None:
+    def remove_operator(self, login: str) -> None:
         store = self.app.store
         conn = store.connect()
         try:
