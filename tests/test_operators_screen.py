@@ -7,13 +7,16 @@ from __future__ import annotations
 
 import sqlite3
 
+import pytest
 from textual.widgets import DataTable
 
 from patron_tui.services import operators as ops
 from patron_tui.ui.app import make_app
+from patron_tui.ui.screens.audit import AuditEntryScreen, AuditScreen
 from patron_tui.ui.screens.home import HomeScreen
 from patron_tui.ui.screens.operators import OperatorFormScreen, OperatorsScreen
 from patron_tui.ui.screens.query_dialogs import ConfirmScreen
+from patron_tui.ui.themes import load_themes
 
 from tests.pilot import settle, wait_until
 
@@ -163,3 +166,31 @@ async def test_back_up_now_from_home_writes_a_sound_copy(small_store):
         assert conn.execute("SELECT count(*) FROM patrons WHERE barcode LIKE 'P%'").fetchone()[0] == 12
     finally:
         conn.close()
+
+
+@pytest.mark.parametrize("theme", [t.name for t in load_themes()[0]])
+async def test_audit_and_operators_fit_80x24_in_every_theme(small_store, theme):
+    app = make_app(small_store.path, operator="tester", theme=theme)
+    async with app.run_test(size=(80, 24)) as pilot:
+        await open_operators(app, pilot)
+        assert all(len(line) <= 80 for line in screen_text(app).splitlines())
+        await pilot.press("a")
+        await settle(app, pilot)
+        form = app.screen
+        assert isinstance(form, OperatorFormScreen)
+        for wid in ("#op-login", "#op-reset_passwords", "#op-save"):
+            region = form.query_one(wid).region
+            assert region.right <= 80 and region.bottom <= 24, wid
+        await pilot.press("escape", "escape")
+        await settle(app, pilot)
+        await pilot.press("a")
+        await settle(app, pilot)
+        audit = app.screen
+        assert isinstance(audit, AuditScreen)
+        await wait_until(app, pilot, lambda: audit.loaded)
+        table = audit.query_one("#audit-entries")
+        assert table.region.height >= 10 and table.region.bottom <= 24
+        await pilot.press("enter")
+        await settle(app, pilot)
+        assert isinstance(app.screen, AuditEntryScreen)
+        assert app.screen.query_one("#audit-changes").region.right <= 80
