@@ -657,3 +657,31 @@ def test_a_later_change_of_a_columnar_update_is_a_conflict(tmp_path, engine_for,
     assert [now[b]["status_of_service"] for b in ("P02", "P03")] == ["Suspended", "On hold"]
     assert [now[b]["max_items_out"] for b in ("P02", "P03")] == [5, 2]
     assert now["P04"]["queue_length"] == 11
+
+
+def test_a_refused_row_of_a_columnar_restore_is_skipped_or_fails_the_whole_undo(ann_bob, engine_for, columnar):
+    engine = engine_for(ann_bob)
+    p = ids(ann_bob)
+
+    def rename(w):   # barcodes B1, B2, B9 -> N1, N2, N9: one columnar journal row
+        w.conn.execute("CREATE TEMP TABLE _k (k INTEGER PRIMARY KEY, b TEXT)")
+        w.conn.executemany("INSERT INTO temp._k VALUES (?, ?)", [(p[b], "N" + b[1:]) for b in ("B1", "B2", "B9")])
+        assert w.update_where("patrons", {}, keys="_k", values={"barcode": "b"}) == 3
+        w.conn.execute("DROP TABLE temp._k")
+
+    a = in_run(engine, "Rename", rename)
+    assert len(_columnar_entries(ann_bob, a.run_id, "patrons")) == 1
+    # a later run gives B2 to a new patron: putting the old barcodes back breaks the unique barcode
+    in_run(engine, "Take B2", lambda w: w.insert("patrons", {"barcode": "B2", "site": "HS", "last_name": "New",
+                                                              "created_at": NOW, "updated_at": NOW}))
+    before = dump(ann_bob)
+    h = start_undo(engine, ann_bob, "tester", a.run_id, on_conflict="overwrite")
+    h.wait()
+    assert h.status.value == "failed" and "nothing was changed" in h.error
+    assert diff(dump(ann_bob), before) == {}
+    h = undo(engine, ann_bob, a.run_id, "skip")        # the set-based restore refused: row by row
+    assert h.summary["refused"] == 1 and h.summary["restored"] == 2
+    conn = ann_bob.connect()
+    assert dict(conn.execute("SELECT id, barcode FROM patrons WHERE id IN (?, ?, ?)",
+                             (p["B1"], p["B2"], p["B9"])).fetchall()) == {p["B1"]: "B1", p["B2"]: "N2", p["B9"]: "B9"}
+    conn.close()

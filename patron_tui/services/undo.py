@@ -774,7 +774,8 @@ def _apply_step(w: ChangesetWriter, shapes: _Shapes, plan: UndoPlan, step: _Step
         set_based = len(items) >= changeset.COLUMNAR_MIN and shapes.int_key(table)
         counts["restored"] += _guarded(
             w, (lambda: _restore_set_based(w, table, items)) if set_based else (lambda: w.update_many(table, items)),
-            [(str(v), (lambda v=v, ch=ch: 1 if w.update(table, v, ch) is not None else 0)) for v, ch in items],
+            # row by row only if the bulk write is refused: made then
+            ((str(v), (lambda v=v, ch=ch: 1 if w.update(table, v, ch) is not None else 0)) for v, ch in items),
             table, on_conflict, skipped)
     elif step.action == "stamp":
         keys = [int(k) for k in step.keys if wanted(k)]
@@ -828,7 +829,7 @@ def _restore_set_based(w: ChangesetWriter, table: str, items: list[tuple[Any, di
     return done
 
 
-def _guarded(w: ChangesetWriter, bulk, one_by_one: list, table: str, on_conflict: str,
+def _guarded(w: ChangesetWriter, bulk, one_by_one: Iterable, table: str, on_conflict: str,
              skipped: list[str]) -> int:
     """Run `bulk` in a savepoint; if the database refuses it, run the rows one by one (each in a
     savepoint): a refused row is skipped (skip) or fails the undo (overwrite)."""
