@@ -130,3 +130,29 @@ async def test_history_tab_of_the_patron_detail_shows_the_change(small_store):
         await settle(app, pilot)
         assert detail.query_one("#detail-tabs").active == "detail-tab-patron"
         assert "Inactive" in "\n".join(detail.rendered_lines())
+
+
+async def test_entries_are_paged_newest_first(small_store, monkeypatch):
+    monkeypatch.setattr("patron_tui.ui.screens.audit.PAGE", 4)
+    app = make_app(small_store.path, operator="tester")
+    async with app.run_test(size=(80, 24)) as pilot:
+        await settle(app, pilot)
+        await pilot.press("a")
+        await settle(app, pilot)
+        screen = app.screen
+        await wait_until(app, pilot, lambda: screen.loaded and screen.entries)
+        first = [e.journal_id for e in screen.entries]
+        assert len(first) == 4 and screen.has_more and first == sorted(first, reverse=True)
+        await pilot.press("p")                          # already the first page
+        await settle(app, pilot)
+        assert screen.page == 0
+        await pilot.press("n")
+        await wait_until(app, pilot, lambda: screen.page == 1)
+        await settle(app, pilot)
+        second = [e.journal_id for e in screen.entries]
+        assert second and max(second) < min(first)
+        assert "entries 5–" in screen_text(app)
+        await pilot.press("p")
+        await wait_until(app, pilot, lambda: screen.page == 0)
+        await settle(app, pilot)
+        assert [e.journal_id for e in screen.entries] == first
