@@ -21,7 +21,7 @@ from patron_tui.services.jobs import job_runs
 from patron_tui.services.run_history import (count_runs, counts_text, list_runs, run_counts, run_kinds,
                                              summary_lines)
 from patron_tui.services.utilities import Selections
-from patron_tui.store import ChangesetWriter, Store
+from patron_tui.store import Store
 from patron_tui.ui.app import make_app
 from patron_tui.ui.screens.job_manager import JobManagerScreen
 from patron_tui.ui.screens.job_summary import JobSummaryScreen
