@@ -14,7 +14,8 @@ from patron_tui.services.backup import BackupError, backup, check_copy, maybe_ba
 from patron_tui.store import ChangesetWriter, Store, runlog, utc_now
 
 from .conftest import add_patrons, district
-from .test_job_inactivation import RULES, backdate, rows, run, setup
+from .test_job_inactivation import RULES, backdate, rows, run
+from .test_job_inactivation import setup as job_setup
 
 
 def dump(path: Path, table: str = "patrons") -> list[tuple]:
@@ -188,7 +189,7 @@ def test_migration_adds_the_setting_to_an_existing_database_only(store, tmp_path
 
 
 def test_inactivation_rules_take_a_backup_first_when_the_setting_asks(tmp_path):
-    store, csv_path = setup(tmp_path, RULES)
+    store, csv_path = job_setup(tmp_path, RULES)
     run(store, csv_path, rows())
     backdate(store)
     conn = store.connect()
