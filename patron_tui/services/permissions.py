@@ -207,3 +207,77 @@ def may_manage_jobs(conn: sqlite3.Connection, login: str) -> bool:
 def require_jobs_manager(conn: sqlite3.Connection, login: str) -> None:
     """PermissionDenied (a PermissionError) unless `login` may manage scheduled patron updates."""
     require(conn, login, "manage_jobs")
+
+
+# -- undo (issue 9): taking a run back needs the permission of the run's kind ----------------------
+#
+# Imports, scheduled job runs and conflict resolutions belong to scheduled patron updates (the
+# import and conflict-resolve commands check nothing themselves, so their undo asks for the
+# jobs permission); batch updates, the queue filler and utilities to the batch tools (Reset
+# Patron Accounts also to password resets); an undo needs what the run it undid needed. Any
+# other kind (a journal pruning, a kind this table does not know) only a district administrator
+# (security level 0) may undo.
+
+import json as _json  # noqa: E402
+
+UNDO_PERMISSIONS: dict[str, Permission] = {
+    "import": "manage_jobs",
+    "job": "manage_jobs",
+    "conflict": "manage_jobs",
+    "batch_update": "batch_tools",
+    "queue_fill": "batch_tools",
+    "utility": "batch_tools",
+}
+
+__all__ += ["UNDO_PERMISSIONS", "undo_permission", "undo_refusal", "require_undo"]
+
+
+def undo_permission(conn: sqlite3.Connection, run_id: int, _depth: int = 0) -> tuple[str, Permission | None]:
+    """(the kind of the run whose changes an undo of `run_id` takes back, the permission it
+    needs); None = security level 0 only. An undo of an undo needs what the undone run needed."""
+    row = conn.execute("SELECT kind, params FROM runs WHERE id = ?", (run_id,)).fetchone()
+    if row is None:
+        return "", None
+    kind = row["kind"]
+    try:
+        params = _json.loads(row["params"] or "{}")
+    except ValueError:
+        params = {}
+    params = params if isinstance(params, dict) else {}
+    if kind == "undo":
+        undoes = params.get("undoes")
+        if isinstance(undoes, int) and _depth < 50:
+            return undo_permission(conn, undoes, _depth + 1)
+        return kind, None
+    if kind == "utility" and params.get("utility") == "reset-patron-accounts":
+        return kind, "reset_passwords"
+    return kind, UNDO_PERMISSIONS.get(kind)
+
+
+def undo_refusal(conn: sqlite3.Connection, login: str, run_id: int) -> str | None:
+    """None when `login` may undo run `run_id`, else the sentence naming the missing permission
+    (a run that does not exist is left to the undo's own refusal)."""
+    if conn.execute("SELECT 1 FROM runs WHERE id = ?", (run_id,)).fetchone() is None:
+        return None
+    kind, permission = undo_permission(conn, run_id)
+    what = f"undo run {run_id} (a {kind.replace('_', ' ')} run)"
+    if permission is None:
+        level = operator_level(conn, login)
+        if level == 0:
+            return None
+        if level is None:
+            return (f"Operator {login!r} is not in the operators table, so they may not {what}; "
+                    f"a district administrator can add them (`patron-tui operators add`).")
+        return (f"Operator {login!r} (security level {level}) may not {what}: that needs security level 0 "
+                f"(district administrator).")
+    problem = refusal(conn, login, permission)
+    if problem is None:
+        return None
+    return f"To {what} an operator must be allowed to {PERMISSIONS[permission][0]}. {problem}"
+
+
+def require_undo(conn: sqlite3.Connection, login: str, run_id: int) -> None:
+    """PermissionDenied (with the sentence) unless `login` may undo run `run_id`."""
+    problem = undo_refusal(conn, login, run_id)
+    if problem is not None:
+        raise PermissionDenied(problem)
