@@ -698,8 +698,11 @@ def start_undo(engine: RunEngine, store: Any, operator: str, run_id: int, *,
     asks; like every run, the undo runs and is journalled as the engine's store operator."""
     if on_conflict not in ("skip", "overwrite"):
         raise ValueError(f"on_conflict must be 'skip' or 'overwrite', not {on_conflict!r}")
+    from patron_tui.services.permissions import require_undo   # PermissionDenied: who may undo what
+
     conn = store.connect()
     try:
+        require_undo(conn, operator, run_id)
         plan = plan_undo(conn, run_id)
     finally:
         conn.close()
