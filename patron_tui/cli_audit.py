@@ -118,11 +118,16 @@ def _cmd_undo(db_path: Path, args: argparse.Namespace) -> int:
     from patron_tui.runs import RunEngine
     from patron_tui.services.undo import UndoRefused, plan_undo, start_undo
 
+    from patron_tui.services.permissions import PermissionDenied, undo_refusal
+
     store, conn = _open(db_path)
     try:
         plan = plan_undo(conn, args.run_id)
+        denied = None if args.dry_run else undo_refusal(conn, store.operator, args.run_id)
     finally:
         conn.close()
+    if denied:
+        raise _Refused(f"{denied} Nothing was undone.")
     if plan.refusal:
         if args.json:
             print(json.dumps({"dry_run": args.dry_run, **plan.to_json()}, indent=2, ensure_ascii=False))
@@ -148,7 +153,7 @@ def _cmd_undo(db_path: Path, args: argparse.Namespace) -> int:
         try:
             handle = start_undo(engine, store, store.operator, args.run_id,
                                 on_conflict="overwrite" if args.overwrite else "skip")
-        except UndoRefused as exc:
+        except (UndoRefused, PermissionDenied) as exc:
             raise _Refused(str(exc)) from None
         handle.wait()
     finally:

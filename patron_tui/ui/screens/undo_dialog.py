@@ -4,7 +4,8 @@ the undo itself, run here with its progress.
 Opened with u from the Job Manager or a run's summary. It reads the plan (services/undo.py
 `plan_undo`): per table the rows re-inserted, deleted and restored; the conflicts (table,
 patron, the value the run left and the value now, the later run), with the choice to skip
-them (leave them as they are now) or overwrite them. A run that cannot be undone shows the
+them (leave them as they are now) or overwrite them. A run that cannot be undone, or that this
+operator may not undo (permissions.require_undo: the permission of the run's kind), shows the
 sentence that says why. Typing "undo" and Enter starts the undo run (`start_undo`); when it
 ends the dialog returns the undo run's id, and the caller opens its summary.
 """
@@ -142,14 +143,18 @@ class UndoScreen(ModalScreen["int | None"]):
 
     @work(thread=True, exclusive=True, exit_on_error=False, group="undo-plan")
     def load(self) -> None:
+        from patron_tui.services.permissions import undo_refusal
         from patron_tui.services.undo import plan_undo
 
         conn = self.app.store.connect()
         try:
             plan = plan_undo(conn, self.run_id)
+            denied = undo_refusal(conn, self.app.store.operator, self.run_id)
         finally:
             conn.close()
         self.app.call_from_thread(self.show_plan, plan)
+        if denied and not plan.refusal:
+            self.app.call_from_thread(self.refused, denied)
 
     def show_plan(self, plan) -> None:
         self.plan = plan
@@ -209,6 +214,7 @@ class UndoScreen(ModalScreen["int | None"]):
 
     @work(thread=True, exclusive=True, exit_on_error=False, group="undo-start")
     def start(self, on_conflict: str) -> None:
+        from patron_tui.services.permissions import PermissionDenied
         from patron_tui.services.undo import UndoRefused, start_undo
 
         engine = self.app.engine
@@ -218,7 +224,7 @@ class UndoScreen(ModalScreen["int | None"]):
         try:
             handle = start_undo(engine, self.app.store, self.app.store.operator, self.run_id,
                                 on_conflict=on_conflict)
-        except UndoRefused as exc:
+        except (UndoRefused, PermissionDenied) as exc:
             self.app.call_from_thread(self.refused, str(exc))
             return
         self.app.call_from_thread(self.running, handle)
