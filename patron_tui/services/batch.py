@@ -60,6 +60,7 @@ __all__ = [
     "Preview",
     "preview",
     "start_batch_update",
+    "queue_batch_update",
     "run_batch_update",
     "errors",
 ]
@@ -618,15 +619,37 @@ def _apply_in_slices(ctx: RunContext, w: ChangesetWriter, update: BatchUpdate, c
     return sorted(failed)
 
 
+def queue_batch_update(conn: sqlite3.Connection, operator: str, target: Target, update: BatchUpdate) -> int:
+    """Hand a batch update to the scheduler ("run in background"): the same checks as
+    `start_batch_update` now (PermissionDenied, BatchError), then a queued run of kind
+    "batch_update" whose params are the ones start_batch_update records. Returns its run id;
+    the scheduler resolves the set again when it runs it, and starts the queue filler after."""
+    from patron_tui.services.background import queue_run
+
+    require_batch_tools(conn, operator)
+    update = _check(conn, update)
+    params = {"target": target.model_dump(), "update": json.loads(update.model_dump_json())}
+    return queue_run(conn, operator, BATCH_KIND, _title(target, update), params)
+
+
 def _run_queued(ctx: RunContext) -> dict[str, Any]:
     """A batch update handed to the scheduler ("run in background"): its target and update
-    are the run's params, as start_batch_update records them."""
+    are the run's params, as start_batch_update records them. Once it has succeeded the
+    queue filler starts, as the console and the CLI start it after a batch run; requests a
+    filler already at work (or the next scheduler pass) takes stay waiting for it."""
     try:
         tgt = Target.model_validate(ctx.params["target"])
         update = BatchUpdate.model_validate(ctx.params["update"])
     except (KeyError, TypeError, ValidationError):
         raise RunFailed("this queued batch update names no patrons or no valid update") from None
-    return run_batch_update(ctx, tgt, update)
+    summary = run_batch_update(ctx, tgt, update)
+    from patron_tui.services.queue_fill import start_filler
+
+    filler = start_filler(ctx.engine, ctx.store, ctx.operator, started_by="scheduler")
+    if filler is not None:
+        ctx.info(f"Queue filler run {filler.run_id} started for the service queues waiting.", code="filler_started")
+        summary["filler_run_id"] = filler.run_id
+    return summary
 
 
 register_background(BATCH_KIND, _run_queued, permission="batch_tools")

@@ -34,6 +34,7 @@ from pydantic import BaseModel, ValidationError
 
 from patron_tui.models import EventKind
 from patron_tui.runs import RunContext, RunFailed, RunHandle
+from patron_tui.services.background import queue_run, register_background
 from patron_tui.services.permissions import PermissionDenied, require_batch_tools
 from patron_tui.services.utilities.selections import (
     SelectionError, Selections, selected_ids, selection_where,
@@ -568,3 +569,35 @@ def report_csv(conn: sqlite3.Connection, run_id: int, out: TextIO) -> int:
             writer.writerow([outcome, s.barcode or "", s.name, "", "", s.reason])
             n += 1
     return n
+
+
+# -- run in background (issue 9) ------------------------------------------------------------------------
+
+def queue_utility(conn: sqlite3.Connection, operator: str, name: str, selections: Selections,
+                  options: BaseModel | dict, *, fingerprint: str | None) -> int:
+    """Hand a utility run to the scheduler ("run in background"): the checks of `start_utility`
+    now (UtilityError, PermissionDenied: batch tools and the utility's own `check()`), then a
+    queued run of kind "utility" with the params start_utility records. Returns its run id. The
+    scheduler checks everything again when it runs it and, with `fingerprint` (the preview's),
+    refuses a selection or rows that changed since the preview, changing nothing."""
+    util, options, terms, _ids = _prepare(conn, name, selections, options, operator)
+    params = {"utility": name, "selections": json.loads(selections.model_dump_json()),
+              "options": json.loads(options.model_dump_json()), "fingerprint": fingerprint}
+    return queue_run(conn, operator, RUN_KIND, terms.apply(util.title), params)
+
+
+def _run_queued(ctx: RunContext) -> dict[str, Any]:
+    """A utility run handed to the scheduler: its params are the ones start_utility records;
+    it runs as the operator who queued it."""
+    p = ctx.params
+    try:
+        util = get(p["utility"])
+        selections = Selections.model_validate(p.get("selections") or {})
+        options = validate_options(util, p.get("options") or {})
+    except (KeyError, TypeError, ValidationError, UtilityError) as exc:
+        raise RunFailed(f"this queued utility run cannot be read: {exc}") from None
+    return run_utility(ctx, util.name, selections, options, ctx.operator, p.get("fingerprint"))
+
+
+register_background(RUN_KIND, _run_queued, permission="batch_tools")
+__all__ += ["queue_utility"]
