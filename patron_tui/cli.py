@@ -135,6 +135,9 @@ def _add_import(sub) -> None:
     imp.add_argument("--errors-only", action="store_true",
                      help="keep only errors, warnings and skipped records in the job summary")
     imp.add_argument("--json", action="store_true", help="print the run's summary as one JSON object")
+    imp.add_argument("--background", action="store_true",
+                     help="hand the import to the scheduler service (patron-tui scheduler / run-due): "
+                     "queue it, print its run id and return")
 
     summ = sub.add_parser("summary", help="print the job summary of a run")
     _add_db(summ)
@@ -609,11 +612,15 @@ def _cmd_import(db_path: Path, args: argparse.Namespace) -> int:
         store.connect().close()
     except StoreError as exc:
         return _fail(str(exc))
+    path = str(Path(args.file).resolve())
+    title = f"Import {Path(args.file).name} ({args.mode}{', dry run' if args.dry_run else ''})"
+    if args.background:
+        return _queue_background(store, IMPORT_KIND, title, args.json, mode=args.mode, params={
+            "file": path, "properties": str(Path(args.properties).resolve()), "mode": args.mode,
+            "dry_run": args.dry_run, "encoding": args.encoding, "errors_only": args.errors_only})
     engine = RunEngine(store, pool_size=args.workers)
     if not args.json:
         _print_messages(engine)
-    path = str(Path(args.file).resolve())
-    title = f"Import {Path(args.file).name} ({args.mode}{', dry run' if args.dry_run else ''})"
     try:
         handle = engine.execute(
             IMPORT_KIND, title,
@@ -640,6 +647,34 @@ def _cmd_import(db_path: Path, args: argparse.Namespace) -> int:
         if not args.json:
             _fail_data(handle.error or handle.status.value)
         return 2
+    return 0
+
+
+def queued_line(run_id: int) -> str:
+    """What the console and the CLI say when a run is handed to the scheduler."""
+    return (f"queued as run {run_id}; the scheduler service (patron-tui scheduler, or run-due) runs it; "
+            f"follow it in the Job Manager or with `patron-tui summary {run_id}`")
+
+
+def _queue_background(store, kind: str, title: str, as_json: bool, *, params: dict,
+                      mode: str | None = None) -> int:
+    """Queue a run for the scheduler (services/background.py) and say so; 2 when refused."""
+    from patron_tui.services.background import UnknownKind, queue_run
+    from patron_tui.services.permissions import PermissionDenied
+    from patron_tui.textsafe import visible
+
+    conn = store.connect()
+    try:
+        run_id = queue_run(conn, store.operator, kind, title, params, mode=mode)
+    except (PermissionDenied, UnknownKind) as exc:
+        return _fail(visible(str(exc)))
+    finally:
+        conn.close()
+    if as_json:
+        print(json.dumps({"run_id": run_id, "status": "queued", "kind": kind, "title": title}, indent=2,
+                         ensure_ascii=False))
+    else:
+        print(queued_line(run_id))
     return 0
 
 

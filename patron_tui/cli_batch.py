@@ -4,6 +4,8 @@ console's Batch Update Patron Profile tool and of its service-queue filler.
 `batch-update --dry-run` prints the preview and changes nothing; without it the batch runs
 (one run, one transaction), then its summary and error report are printed; with
 `--fill-queues` the queue filler then runs in the foreground until every queue is filled.
+`--background` hands the batch to the scheduler service instead (it starts the filler after the
+batch); the command prints the queued run's id and returns.
 Exit codes: 0 done, 1 done with refused patrons (the error report), 2 refused or failed.
 """
 
@@ -55,6 +57,9 @@ def register(sub) -> None:
                    help="fill the profiles' service queues (the filler runs after the batch)")
     p.add_argument("--queue-length", type=int, metavar="N", help="1-200")
     p.add_argument("--dry-run", action="store_true", help="print the preview; change nothing")
+    p.add_argument("--background", action="store_true",
+                   help="hand the batch (and then the queue filler) to the scheduler service (patron-tui "
+                   "scheduler / run-due): queue it, print its run id and return")
     p.add_argument("--json", action="store_true", help="print one JSON object")
 
     f = sub.add_parser("fill-queues", help="fill the service queues batch updates asked for (in the foreground)")
@@ -151,18 +156,31 @@ def _cmd_batch(db_path: Path, args: argparse.Namespace) -> int:
     from patron_tui.textsafe import visible
 
     update = _update(args)
+    if args.background and args.dry_run:
+        raise _Refused("--background and --dry-run do not go together: a dry run changes nothing, so run it here")
     store, conn = _open(db_path)
     try:
         try:
             tgt = batch.target(conn, set_name=args.set_name, statement=args.query if args.set_name is None else None)
             if args.dry_run:
                 pv = batch.preview(conn, tgt, update)
+            elif args.background:
+                run_id = batch.queue_batch_update(conn, store.operator, tgt, update)
             else:
                 require_batch_tools(conn, store.operator)
         except (batch.BatchError, PermissionDenied) as exc:
             raise _Refused(str(exc)) from None
     finally:
         conn.close()
+    if args.background:
+        from patron_tui.cli import queued_line
+
+        if args.json:
+            print(json.dumps({"run_id": run_id, "status": "queued", "kind": batch.BATCH_KIND,
+                              "patrons": tgt.count}, indent=2))
+        else:
+            print(queued_line(run_id))
+        return 0
     if args.dry_run:
         if args.json:
             print(json.dumps({"dry_run": True, **pv.model_dump(mode="json")}, indent=2, ensure_ascii=False))

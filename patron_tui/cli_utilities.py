@@ -2,14 +2,15 @@
 
     patron-tui utility --list [--json]
     patron-tui utility NAME (--set NAME | --query "..." | selection flags) [--OPTION VALUE ...]
-                       [--dry-run] [--yes] [--json]
+                       [--dry-run] [--yes] [--background] [--json]
 
 Each utility's option flags come from its Options model (field name with - for _; booleans
 as --flag/--no-flag), so a new utility gets its flags for free; `patron-tui utility NAME
 --help` lists them. Selection flags (--grade, --status, --homeroom, --site, --patron-type
 repeat for more values) are AND-ed with --set/--query. --dry-run prints the preview and
 changes nothing; a run previews first and runs with the preview's fingerprint, then prints
-the operations report. A utility that removes data needs --yes to run.
+the operations report. A utility that removes data needs --yes to run. --background hands the
+run to the scheduler service instead (queued with the preview's fingerprint; it prints the run id).
 Exit codes: 0 done, 1 done but some patrons could not be changed, 2 refused or failed.
 """
 
@@ -26,7 +27,7 @@ COMMANDS = ("utility",)
 #: flags the selection and the command use: an Options field must not be named like these
 RESERVED = ("db", "set", "query", "grade", "status", "homeroom", "site", "patron_type", "graduation_from",
             "graduation_to", "graduated_within_days", "balance_min", "balance_max", "dry_run", "yes", "json",
-            "list", "help")
+            "list", "help", "background")
 
 
 def register(sub) -> None:
@@ -97,6 +98,10 @@ def utility_parser(util, terms=None) -> argparse.ArgumentParser:
     run = p.add_argument_group("run")
     run.add_argument("--dry-run", action="store_true", help="print the preview; change nothing")
     run.add_argument("--yes", action="store_true", help="run a utility that removes data")
+    run.add_argument("--background", action="store_true",
+                     help="hand the run to the scheduler service (patron-tui scheduler / run-due): queue it with "
+                     "the preview's fingerprint, print its run id and return; it is refused then if the "
+                     "selection changed since")
     run.add_argument("--json", action="store_true", help="print one JSON object")
     return p
 
@@ -220,12 +225,16 @@ def _cmd_run(db_path: Path, args: argparse.Namespace) -> int:
             raise _Refused(str(exc)) from None
     finally:
         conn.close()
+    if ns.dry_run and ns.background:
+        raise _Refused("--background and --dry-run do not go together: a dry run changes nothing, so run it here")
     if ns.dry_run:
         _print_preview(pv, ns.json)
         return 0
     if util.removes_data and not ns.yes:
         raise _Refused(f"{pv.title} removes data: {pv.changes} of {pv.selected} selected patrons would change. "
                        "Run it again with --yes (or --dry-run to see the preview).")
+    if ns.background:
+        return _queue(store, util, sel, options, pv, ns.json)
     engine = RunEngine(store, pool_size=1)
     try:
         try:
@@ -248,6 +257,28 @@ def _cmd_run(db_path: Path, args: argparse.Namespace) -> int:
     if rep.status != "succeeded":
         return 2
     return 1 if rep.errors else 0
+
+
+def _queue(store, util, sel, options, pv, as_json: bool) -> int:
+    """--background: queue the run for the scheduler with the preview's fingerprint."""
+    from patron_tui.cli import queued_line
+    from patron_tui.services.permissions import PermissionDenied
+    from patron_tui.services.utilities.base import UtilityError, queue_utility
+    from patron_tui.textsafe import visible
+
+    conn = store.connect()
+    try:
+        run_id = queue_utility(conn, store.operator, util.name, sel, options, fingerprint=pv.fingerprint)
+    except (UtilityError, PermissionDenied) as exc:
+        raise _Refused(str(exc)) from None
+    finally:
+        conn.close()
+    if as_json:
+        print(json.dumps({"run_id": run_id, "status": "queued", "kind": "utility", "utility": util.name,
+                          "selected": pv.selected, "changes": pv.changes, "fingerprint": pv.fingerprint}, indent=2))
+    else:
+        print(f"{visible(pv.title)}: {queued_line(run_id)}")
+    return 0
 
 
 def _blank(value: str) -> str:
