@@ -651,9 +651,10 @@ def _cmd_import(db_path: Path, args: argparse.Namespace) -> int:
 
 
 def queued_line(run_id: int) -> str:
-    """What the console and the CLI say when a run is handed to the scheduler."""
-    return (f"queued as run {run_id}; the scheduler service (patron-tui scheduler, or run-due) runs it; "
-            f"follow it in the Job Manager or with `patron-tui summary {run_id}`")
+    """What the CLI says when a run is handed to the scheduler (the console says the same)."""
+    from patron_tui.services.background import queued_message
+
+    return f"{queued_message(run_id)} (`patron-tui summary {run_id}` shows it from here.)"
 
 
 def _queue_background(store, kind: str, title: str, as_json: bool, *, params: dict,

@@ -33,7 +33,7 @@ from patron_tui.store import Store
 from patron_tui.store import runlog
 
 __all__ = ["BackgroundKind", "KNOWN_MODULES", "UnknownKind", "kinds", "load_registrations", "pick_up",
-           "queue_run", "register_background"]
+           "queue_run", "queued_message", "register_background"]
 
 log = logging.getLogger("patron_tui.background")
 
@@ -94,6 +94,12 @@ def queue_run(conn: sqlite3.Connection, operator: str, kind: str, title: str,
         require(conn, operator, entry.permission)
     return runlog.queue_background(conn, kind=kind, title=title, operator=operator, params=params,
                                    job_id=job_id, mode=mode)
+
+
+def queued_message(run_id: int) -> str:
+    """What the console and the CLI say once a run is handed to the scheduler."""
+    return (f"Queued as run {run_id}; the scheduler service (patron-tui scheduler) runs it; "
+            f"follow it in the Job Manager.")
 
 
 def _guarded(entry: BackgroundKind) -> RunFunction:

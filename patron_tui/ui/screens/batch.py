@@ -13,6 +13,8 @@ Subjects to add, Fill service queues (+ queue length). Blank or "unchanged" chan
 F5 previews (`services.batch.preview`): per field how many profiles change, from what to
 what, how many profiles are created. Ctrl+R is PROCESS: it refuses without a preview of exactly
 this form and set, asks for the patron count typed, then starts `batch.start_batch_update`
+(Ctrl+B, PROCESS in background, does the same checks and asks the same, then queues it for the
+scheduler service with `batch.queue_batch_update`: the Job Manager follows it)
 and follows it; when it ends the result (counts and the error report) opens, and the queue
 filler (`queue_fill.start_filler`) fills the service queues in the background, its progress on
 the line under the form and its messages in the log pane. The screen writes nothing itself.
@@ -219,6 +221,7 @@ class BatchPreviewScreen(ModalScreen["str | None"]):
     BINDINGS = [
         Binding("escape", "dismiss(None)", "Close"),
         Binding("ctrl+r", "dismiss('process')", "PROCESS"),
+        Binding("ctrl+b", "dismiss('background')", "PROCESS in background"),
     ]
     DEFAULT_CSS = """
     BatchPreviewScreen { align: center middle; }
@@ -239,7 +242,7 @@ class BatchPreviewScreen(ModalScreen["str | None"]):
         with Vertical(id="preview-frame"):
             with VerticalScroll(id="preview-scroll"):
                 yield Static(preview_text(self.preview, self.medium), id="preview-body")
-            yield Static(Content("Ctrl+R PROCESS (asks for the patron count) · Esc back to the form"),
+            yield Static(Content("Ctrl+R PROCESS (asks for the patron count) · Ctrl+B in background · Esc back"),
                          id="preview-help")
 
     def on_mount(self) -> None:
@@ -348,6 +351,7 @@ class BatchScreen(SectionScreen):
     BINDINGS = [
         Binding("f5", "preview", "Preview", id="batch.preview"),
         Binding("ctrl+r", "process", "PROCESS", id="batch.process"),
+        Binding("ctrl+b", "process(True)", "PROCESS in background", id="batch.background"),
         Binding("f2", "pick_set", "Sets", id="batch.sets"),
         Binding("slash", "focus_statement", "Statement", id="batch.statement"),
         Binding("f7", "report", "Report", id="batch.report"),
@@ -610,8 +614,8 @@ class BatchScreen(SectionScreen):
             update = None
         fresh = update is not None and self.preview_key == form_key(self.target, update)
         if self.preview is not None and fresh:
-            text = (f"Preview is current: {self.preview.patrons:,} patrons. Ctrl+R PROCESS "
-                    f"(type the count to confirm).")
+            text = (f"Preview is current: {self.preview.patrons:,} patrons. Ctrl+R PROCESS, Ctrl+B in "
+                    f"background (type the count to confirm).")
         elif self.preview is not None:
             text = "Form or set changed since the preview: F5 previews again before PROCESS."
         else:
@@ -649,7 +653,7 @@ class BatchScreen(SectionScreen):
         self.preview_key = form_key(target, update)
         self.show_status()
         self.app.push_screen(BatchPreviewScreen(p, update.medium),
-                             lambda then: self.action_process() if then == "process" else None)
+                             lambda then: self.action_process(then == "background") if then else None)
 
     def _refused(self, message: str) -> None:
         self.set_error(message)
@@ -657,7 +661,9 @@ class BatchScreen(SectionScreen):
         self.show_status()
 
     # -- process ---------------------------------------------------------------------------------
-    def action_process(self) -> None:
+    def action_process(self, background: bool = False) -> None:
+        """PROCESS; with `background` the run is handed to the scheduler service (after the same
+        checks and the same typed confirmation) instead of started here."""
         if self.running:
             self.notify("A batch update is running; wait for it to finish.", severity="warning", markup=False)
             return
@@ -674,10 +680,11 @@ class BatchScreen(SectionScreen):
             self._refused("PROCESS refused: the preview is stale (the form or the set changed since it was "
                           "made). Preview again (F5).")
             return
-        self.check_fresh(self.target, update, self.preview)
+        self.check_fresh(self.target, update, self.preview, background)
 
     @work(thread=True, exclusive=True, exit_on_error=False, group="batch-process")
-    def check_fresh(self, target: svc.Target, update: svc.BatchUpdate, p: svc.Preview) -> None:
+    def check_fresh(self, target: svc.Target, update: svc.BatchUpdate, p: svc.Preview,
+                    background: bool = False) -> None:
         """The set still holds the patrons the preview counted? Then ask for the count."""
         conn = self.app.store.connect()
         try:
@@ -693,16 +700,49 @@ class BatchScreen(SectionScreen):
                 self._refused, f"PROCESS refused: the preview is stale: the set holds {now.count:,} patrons now, "
                 f"the preview counted {p.patrons:,}. Preview again (F5).")
             return
-        self.app.call_from_thread(self._confirm, target, update, p)
+        self.app.call_from_thread(self._confirm, target, update, p, background)
 
-    def _confirm(self, target: svc.Target, update: svc.BatchUpdate, p: svc.Preview) -> None:
+    def _confirm(self, target: svc.Target, update: svc.BatchUpdate, p: svc.Preview,
+                 background: bool = False) -> None:
         where = f"query set {visible(target.set_name)}" if target.set_name else "the statement"
         question = (f"PROCESS: change the {visible(update.medium)} profile of the {p.patrons:,} patrons of "
                     f"{where} ({visible(target.statement) or 'all patrons'}), creating "
                     f"{p.profiles_created:,} profiles. Nightly Debug will be "
                     f"{'on' if update.nightly_debug else 'off'} for all of them.")
+        if background:
+            question += (" It is handed to the scheduler service, which runs it (and then fills the service "
+                         "queues) even after this console is closed.")
+            self.app.push_screen(ConfirmScreen(question, str(p.patrons)),
+                                 lambda ok: self.queue_run(target, update) if ok else None)
+            return
         self.app.push_screen(ConfirmScreen(question, str(p.patrons)),
                              lambda ok: self.start_run(target, update) if ok else None)
+
+    @work(thread=True, exclusive=True, exit_on_error=False, group="batch-process")
+    def queue_run(self, target: svc.Target, update: svc.BatchUpdate) -> None:
+        """PROCESS in background: queue the batch for the scheduler service."""
+        conn = self.app.store.connect()
+        try:
+            run_id = svc.queue_batch_update(conn, self.app.store.operator, target, update)
+        except PermissionDenied as exc:
+            self.app.call_from_thread(self._refused, f"PROCESS refused, nothing was queued: {exc}")
+            return
+        except svc.BatchError as exc:
+            self.app.call_from_thread(self._refused, str(exc))
+            return
+        finally:
+            conn.close()
+        self.app.call_from_thread(self._queued, run_id)
+
+    def _queued(self, run_id: int) -> None:
+        from patron_tui.services.background import queued_message
+
+        self.preview = None  # a preview is used once
+        self.preview_key = None
+        self.set_error("")
+        text = queued_message(run_id)
+        self.query_one("#batch-status", Static).update(Content(text))
+        self.notify(text, markup=False, timeout=8)
 
     @work(thread=True, exclusive=True, exit_on_error=False, group="batch-process")
     def start_run(self, target: svc.Target, update: svc.BatchUpdate) -> None:

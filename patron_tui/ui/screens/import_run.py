@@ -6,6 +6,8 @@ summary, Start); Ctrl+S or F5 starts from anywhere in it. The import itself is
 two files, starts the run, shows its progress (records, records per second, elapsed time,
 and a bar against an estimate of the record count made from the file's size) and, when the
 run ends, opens its job summary. Escape or Ctrl+C cancels a running import after a yes.
+Ctrl+B (Run in background) hands the import to the scheduler service instead: it is queued in
+the database, and any console follows it in the Job Manager.
 """
 
 from __future__ import annotations
@@ -92,6 +94,11 @@ class ImportRequest:
     @property
     def title(self) -> str:
         return f"Import {self.path.name} ({self.mode}{', dry run' if self.dry_run else ''})"
+
+    def params(self) -> dict:
+        """The run's params (what a queued import is run from: services/background.py)."""
+        return {"file": str(self.path), "properties": str(self.properties), "mode": self.mode,
+                "dry_run": self.dry_run, "encoding": self.encoding, "errors_only": self.errors_only}
 
 
 def check_csv(value: str) -> tuple[Path | None, str]:
@@ -196,6 +203,7 @@ class ImportScreen(RunWatcher, Screen[None]):
     BINDINGS = [
         Binding("ctrl+s", "start", "Start import"),
         Binding("f5", "start", "Start import", show=False),
+        Binding("ctrl+b", "start_background", "Run in background", id="import.background"),
         Binding("escape", "back", "Back / cancel run"),
         Binding("ctrl+c", "cancel_run", "Cancel run", show=False),
     ]
@@ -337,17 +345,53 @@ class ImportScreen(RunWatcher, Screen[None]):
             return
         self.start_import(self.read_form())
 
-    @work(thread=True, exclusive=True, exit_on_error=False, group="import-start")
-    def start_import(self, form: dict) -> None:
+    def action_start_background(self) -> None:
+        self.queue_import(self.read_form())
+
+    def _request(self, form: dict) -> ImportRequest | None:
+        """The checked form as a request (worker thread), or None once the refusal is shown."""
         path, problem = check_csv(form["path"])
         props = None
         if path is not None:
             props, problem = check_properties(form["properties"])
         if path is None or props is None or form["mode"] not in MODES:
             self.app.call_from_thread(self._refused, problem or "Choose Full or Incremental.")
+            return None
+        return ImportRequest(path.resolve(), props.resolve(), form["mode"], form["encoding"],
+                             form["dry_run"], form["errors_only"])
+
+    @work(thread=True, exclusive=True, exit_on_error=False, group="import-start")
+    def queue_import(self, form: dict) -> None:
+        """Run in background: hand the import to the scheduler service instead of starting it."""
+        from patron_tui.services.background import UnknownKind, queue_run
+
+        request = self._request(form)
+        if request is None:
             return
-        request = ImportRequest(path.resolve(), props.resolve(), form["mode"], form["encoding"],
-                                form["dry_run"], form["errors_only"])
+        conn = self.app.store.connect()
+        try:
+            run_id = queue_run(conn, self.app.store.operator, IMPORT_KIND, request.title,
+                               request.params(), mode=request.mode)
+        except (PermissionError, UnknownKind) as exc:
+            self.app.call_from_thread(self._refused, f"Not queued: {exc}")
+            return
+        finally:
+            conn.close()
+        self.app.call_from_thread(self._queued, run_id)
+
+    def _queued(self, run_id: int) -> None:
+        self.set_error("")
+        from patron_tui.services.background import queued_message
+
+        text = queued_message(run_id)
+        self.query_one("#import-status", Static).update(Content(text))
+        self.notify(text, markup=False, timeout=8)
+
+    @work(thread=True, exclusive=True, exit_on_error=False, group="import-start")
+    def start_import(self, form: dict) -> None:
+        request = self._request(form)
+        if request is None:
+            return
         estimate = estimate_records(request.path)
         engine = self.app.engine
         if engine is None:
@@ -358,9 +402,7 @@ class ImportScreen(RunWatcher, Screen[None]):
             lambda ctx: run_import(ctx, path=str(request.path), properties_path=str(request.properties),
                                    mode=request.mode, dry_run=request.dry_run, encoding=request.encoding,
                                    summary_errors_only=request.errors_only),
-            params={"file": str(request.path), "properties": str(request.properties), "mode": request.mode,
-                    "dry_run": request.dry_run, "encoding": request.encoding,
-                    "errors_only": request.errors_only},
+            params=request.params(),
             mode=request.mode,
         )
         self.app.call_from_thread(self._started, request, handle, estimate)

@@ -7,7 +7,9 @@ needs no screen change. F5 previews (selected, changes, sample before/after rows
 skipped patron with its reason, the utility's notes); Ctrl+R runs what was previewed: a
 run needs a preview of the form as it is now, a utility that removes data first asks for
 the previewed patron count to be typed, and the run carries the preview's fingerprint so
-the service refuses it when the patrons changed since. Progress shows under the tabs and
+the service refuses it when the patrons changed since. Ctrl+B (Run in background) does the
+same checks, then hands the run to the scheduler service (`base.queue_utility`), fingerprint
+included, and says which run to follow in the Job Manager. Progress shows under the tabs and
 in the log pane; the operations report (changed, skipped with reasons, errors) opens when
 the run ends: a/c/s/e filter it, x exports it as CSV (`services.utilities.report_csv`).
 Errors are sentences naming the field; nothing is changed by a refused run.
@@ -340,6 +342,7 @@ class UtilityScreen(Screen[None]):
     BINDINGS = [
         Binding("f5", "preview", "Preview", id="utility.preview"),
         Binding("ctrl+r", "run", "Run", id="utility.run"),
+        Binding("ctrl+b", "run(True)", "Run in background", id="utility.background"),
         Binding("escape", "back", "Back", id="utility.back"),
         Binding("ctrl+x", "cancel_run", "Cancel run", show=False, id="utility.cancel"),
         Binding("f2", "tab('tab-selections')", "Selections", show=False),
@@ -618,10 +621,12 @@ class UtilityScreen(Screen[None]):
         self.query_one("#ur-hint", Static).update(Content(HELP))
         table.focus()
         more = f" ({len(p.samples)} of the {p.changes:,} changes shown)" if p.changes > len(p.samples) else ""
-        self.set_status(f"Previewed{more}: Ctrl+R runs it.")
+        self.set_status(f"Previewed{more}: Ctrl+R runs it; Ctrl+B hands it to the scheduler.")
 
     # -- run -----------------------------------------------------------------------------------
-    def action_run(self) -> None:
+    def action_run(self, background: bool = False) -> None:
+        """Run what was previewed; with `background` hand it to the scheduler service instead
+        (the same checks and confirmation; queued with the preview's fingerprint)."""
         if self.running:
             self.notify("A run is in progress.", markup=False)
             return
@@ -639,13 +644,40 @@ class UtilityScreen(Screen[None]):
         p = previewed.preview
         info = self.info
         assert info is not None
+        go = self.queue_run if background else self.start_run
         if p.removes_data:
             count = str(p.changes)
             question = (f"{visible(info.title)} removes data of {p.changes:,} patrons "
-                        f"({visible(p.selections)}): the count the preview showed, typed, goes ahead.")
-            self.app.push_screen(ConfirmScreen(question, count), lambda ok: ok and self.start_run(previewed))
+                        f"({visible(p.selections)}): the count the preview showed, typed, goes ahead"
+                        f"{' (handed to the scheduler service)' if background else ''}.")
+            self.app.push_screen(ConfirmScreen(question, count), lambda ok: ok and go(previewed))
             return
-        self.start_run(previewed)
+        go(previewed)
+
+    @work(thread=True, exclusive=True, exit_on_error=False, group="utility-run")
+    def queue_run(self, previewed: Previewed) -> None:
+        """Run in background: queue the previewed run for the scheduler service."""
+        from patron_tui.services.utilities import base
+
+        conn = self.app.store.connect()
+        try:
+            run_id = base.queue_utility(conn, self.app.store.operator, self.utility_name, previewed.selections,
+                                        previewed.options, fingerprint=previewed.preview.fingerprint)
+        except Exception as exc:
+            self.app.call_from_thread(self.refused, exc, "Not queued")
+            return
+        finally:
+            conn.close()
+        self.app.call_from_thread(self._queued, run_id)
+
+    def _queued(self, run_id: int) -> None:
+        from patron_tui.services.background import queued_message
+
+        self.previewed = None      # a preview is good for one run
+        self.show_problem("")
+        text = queued_message(run_id)
+        self.set_status(text)
+        self.notify(text, markup=False, timeout=8)
 
     @work(thread=True, exclusive=True, exit_on_error=False, group="utility-run")
     def start_run(self, previewed: Previewed) -> None:
