@@ -237,3 +237,46 @@ async def test_a_utility_queued_after_the_permission_was_lost_is_refused_and_not
         assert "'aide'" in screen._last_problem and "may use batch tools" in screen._last_problem
     assert runs_of(store, "utility") == []
     assert patron_where(store, barcode="B0")["status"] == "Active"
+
+
+async def test_an_import_queued_from_the_import_screen_and_one_from_the_cli(tmp_path, monkeypatch, capsys):
+    from tests.test_background import _files
+    from tests.test_import_screen import open_import
+
+    store = build(tmp_path / "district.db", operator=current_login())
+    csv_path, props = _files(tmp_path, rows=40)
+    monkeypatch.chdir(tmp_path)
+    app = make_app(store.path)
+    async with app.run_test(size=(80, 24)) as pilot:
+        await settle(app, pilot)
+        await open_import(app, pilot)
+        screen = app.screen
+        await pilot.press(*csv_path.name, "enter")      # the sibling .properties is filled in
+        await settle(app, pilot)
+        await pilot.press("enter")
+        await settle(app, pilot)
+        await pilot.press("ctrl+b")
+        await wait_until(app, pilot, lambda: "Queued as run" in str(screen.query_one("#import-status").render()),
+                         why=lambda: str(screen.query_one("#import-error").render()))
+        assert screen.handle is None
+    [queued] = runs_of(store, "import")
+    assert (queued["status"], queued["started_by"]) == ("queued", "scheduler")
+    other = tmp_path / "more.csv"
+    other.write_text("Student ID,Student Barcode,Last Name,First Name,School\nX1,BX1,Late,Lou,HS\n", encoding="utf-8")
+    code = main(["import", str(other), "--properties", str(props), "--db", str(store.path), "--background", "--json"])
+    out, err = capsys.readouterr()
+    assert code == 0, err
+    data = json.loads(out)
+    assert data["status"] == "queued" and data["run_id"] == queued["id"] + 1
+    conn = store.connect()
+    try:
+        assert conn.execute("SELECT count(*) FROM patrons WHERE barcode LIKE 'B%'").fetchone()[0] == 0
+    finally:
+        conn.close()
+    one_pass(store)
+    assert [r["status"] for r in runs_of(store, "import")] == ["succeeded", "succeeded"]
+    conn = store.connect()
+    try:
+        assert conn.execute("SELECT count(*) FROM patrons WHERE barcode LIKE 'B%'").fetchone()[0] == 41
+    finally:
+        conn.close()
