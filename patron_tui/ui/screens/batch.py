@@ -13,11 +13,12 @@ Subjects to add, Fill service queues (+ queue length). Blank or "unchanged" chan
 F5 previews (`services.batch.preview`): per field how many profiles change, from what to
 what, how many profiles are created. Ctrl+R is PROCESS: it refuses without a preview of exactly
 this form and set, asks for the patron count typed, then starts `batch.start_batch_update`
-(Ctrl+B, PROCESS in background, does the same checks and asks the same, then queues it for the
-scheduler service with `batch.queue_batch_update`: the Job Manager follows it)
 and follows it; when it ends the result (counts and the error report) opens, and the queue
 filler (`queue_fill.start_filler`) fills the service queues in the background, its progress on
-the line under the form and its messages in the log pane. The screen writes nothing itself.
+the line under the form and its messages in the log pane. Ctrl+B (PROCESS in background, also
+from the preview) does the same checks and asks the same, then hands the batch to the scheduler
+service (`batch.queue_batch_update`; the filler follows it there) and says which run to follow
+in the Job Manager. The screen writes nothing itself.
 """
 
 from __future__ import annotations
