@@ -11,12 +11,9 @@ import json
 import sys
 from pathlib import Path
 
+from patron_tui.cli_common import Refused, add_db, fail, open_store
+
 COMMANDS = ("operators", "backup", "restore")
-
-
-def _add_db(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--db", metavar="PATH", default=argparse.SUPPRESS,
-                   help="patron database (default: $PATRON_TUI_DB or the user data dir)")
 
 
 def _flag(p: argparse.ArgumentParser, name: str, text: str) -> None:
@@ -29,14 +26,14 @@ def register(sub) -> None:
     ops = sub.add_parser("operators", help="operators and their permissions: list, add, edit, remove",
                          description="The Unix login name is the operator. Only a district "
                          "administrator (security level 0) adds, edits or removes operators.")
-    _add_db(ops)
+    add_db(ops)
     osub = ops.add_subparsers(dest="operators_command", metavar="ACTION", required=True)
     p = osub.add_parser("list", help="list the operators")
-    _add_db(p)
+    add_db(p)
     p.add_argument("--json", action="store_true")
     for action, text in (("add", "add an operator"), ("edit", "change an operator (what is not given stays)")):
         p = osub.add_parser(action, help=text)
-        _add_db(p)
+        add_db(p)
         p.add_argument("login", metavar="LOGIN", help="the operator's Unix login name")
         p.add_argument("--display-name", metavar="NAME")
         p.add_argument("--level", type=int, metavar="N",
@@ -47,12 +44,12 @@ def register(sub) -> None:
         _flag(p, "reset-passwords", "reset patron passwords")
         p.add_argument("--json", action="store_true")
     p = osub.add_parser("remove", help="remove an operator")
-    _add_db(p)
+    add_db(p)
     p.add_argument("login", metavar="LOGIN")
     p.add_argument("--json", action="store_true")
 
     b = sub.add_parser("backup", help="write a consistent copy of the database (others keep working)")
-    _add_db(b)
+    add_db(b)
     b.add_argument("path", nargs="?", metavar="PATH",
                    help="where to write (default: <db dir>/backups/<name>-YYYYMMDD-HHMMSS.db); "
                    "an existing file is never overwritten")
@@ -63,30 +60,21 @@ def register(sub) -> None:
                        "version), then replaces the database with it; the replaced database is kept as "
                        "<db>.before-restore-<stamp>. Refused while a run is running or another program "
                        "has the database open.")
-    _add_db(r)
+    add_db(r)
     r.add_argument("path", metavar="PATH", help="the backup to restore")
     r.add_argument("--yes", action="store_true", help="do not ask for confirmation")
     r.add_argument("--json", action="store_true")
-
-
-def _fail(message: str) -> int:
-    from patron_tui.textsafe import visible
-
-    print("\n".join(f"patron-tui: {visible(line)}" for line in message.split("\n")), file=sys.stderr)
-    return 2
 
 
 def main_admin(db_path: Path, args: argparse.Namespace) -> int:
     from patron_tui.services.backup import BackupError
     from patron_tui.services.operators import OperatorError
     from patron_tui.services.permissions import PermissionDenied
-    from patron_tui.store import Store, StoreError
 
-    store = Store(db_path)
     try:
-        conn = store.connect()
-    except StoreError as exc:
-        return _fail(str(exc))
+        store, conn = open_store(db_path)
+    except Refused as exc:
+        return fail(str(exc))
     try:
         if args.command == "operators":
             return _operators(store, conn, args)
@@ -94,7 +82,7 @@ def main_admin(db_path: Path, args: argparse.Namespace) -> int:
             return _backup(store, conn, args)
         return _restore(store, conn, args)
     except (PermissionDenied, OperatorError, BackupError) as exc:
-        return _fail(str(exc))
+        return fail(str(exc))
     finally:
         conn.close()
 
@@ -166,7 +154,7 @@ def _restore(store, conn, args: argparse.Namespace) -> int:
     info = check_copy(args.path)
     if not args.yes:
         if not sys.stdin.isatty():
-            return _fail("restore replaces the whole database: add --yes to confirm (no terminal to ask on)")
+            return fail("restore replaces the whole database: add --yes to confirm (no terminal to ask on)")
         answer = input(f"Replace {store.path} with {args.path} ({info['patrons']:,} patrons, schema "
                        f"version {info['schema_version']})? The current database is kept beside it. [y/N] ")
         if answer.strip().lower() not in ("y", "yes"):

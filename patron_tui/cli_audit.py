@@ -13,17 +13,13 @@ from __future__ import annotations
 import argparse
 import datetime as dt
 import json
-import sys
 from pathlib import Path
 from typing import Any
 
+from patron_tui.cli_common import Refused, add_db, fail, open_store, outcome, run_json, run_summary, run_to_end
+
 COMMANDS = ("undo", "audit", "prune-journal")
 _SHOWN = 50   # conflicts listed in text; --json lists every one
-
-
-def _add_db(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--db", metavar="PATH", default=argparse.SUPPRESS,
-                   help="patron database (default: $PATRON_TUI_DB or the user data dir)")
 
 
 def register(sub) -> None:
@@ -32,7 +28,7 @@ def register(sub) -> None:
                        "conflict resolution, a previous undo) in one transaction, as a run of its own that "
                        "can itself be undone. Rows a later run changed again are conflicts: choose "
                        "--skip-conflicts or --overwrite.")
-    _add_db(u)
+    add_db(u)
     u.add_argument("run_id", type=int, metavar="RUN_ID")
     u.add_argument("--dry-run", action="store_true", help="print what would be restored and the conflicts")
     how = u.add_mutually_exclusive_group()
@@ -41,7 +37,7 @@ def register(sub) -> None:
     u.add_argument("--json", action="store_true", help="print one JSON object")
 
     a = sub.add_parser("audit", help="the audit trail: who changed what, when, in which run, from what to what")
-    _add_db(a)
+    add_db(a)
     a.add_argument("--patron", metavar="BARCODE", help="a patron's barcode, district ID or #id (and its "
                    "notes, charges, profiles, ...)")
     a.add_argument("--operator", metavar="NAME", help="changes made by this login name")
@@ -54,20 +50,9 @@ def register(sub) -> None:
 
     p = sub.add_parser("prune-journal", help="delete the change journal of runs older than the retention "
                        "(journal_retention_days); they can no longer be undone")
-    _add_db(p)
+    add_db(p)
     p.add_argument("--dry-run", action="store_true", help="say what would be pruned; change nothing")
     p.add_argument("--json", action="store_true", help="print one JSON object")
-
-
-def _fail(message: str) -> int:
-    from patron_tui.textsafe import visible
-
-    print("\n".join(f"patron-tui: {visible(line)}" for line in message.split("\n")), file=sys.stderr)
-    return 2
-
-
-class _Refused(Exception):
-    pass
 
 
 def main_audit(db_path: Path, args: argparse.Namespace) -> int:
@@ -77,19 +62,8 @@ def main_audit(db_path: Path, args: argparse.Namespace) -> int:
         if args.command == "audit":
             return _cmd_audit(db_path, args)
         return _cmd_prune(db_path, args)
-    except _Refused as exc:
-        return _fail(str(exc))
-
-
-def _open(db_path: Path):
-    from patron_tui.store import Store, StoreError
-
-    store = Store(db_path)
-    try:
-        conn = store.connect()
-    except StoreError as exc:
-        raise _Refused(str(exc)) from None
-    return store, conn
+    except Refused as exc:
+        return fail(str(exc))
 
 
 def _value(v: Any) -> str:
@@ -115,24 +89,23 @@ def _print_plan(plan) -> None:
 
 
 def _cmd_undo(db_path: Path, args: argparse.Namespace) -> int:
-    from patron_tui.runs import RunEngine
     from patron_tui.services.undo import UndoRefused, plan_undo, start_undo
 
     from patron_tui.services.permissions import PermissionDenied, undo_refusal
 
-    store, conn = _open(db_path)
+    store, conn = open_store(db_path)
     try:
         plan = plan_undo(conn, args.run_id)
         denied = None if args.dry_run else undo_refusal(conn, store.operator, args.run_id)
     finally:
         conn.close()
     if denied:
-        raise _Refused(f"{denied} Nothing was undone.")
+        raise Refused(f"{denied} Nothing was undone.")
     if plan.refusal:
         if args.json:
             print(json.dumps({"dry_run": args.dry_run, **plan.to_json()}, indent=2, ensure_ascii=False))
             return 2
-        raise _Refused(plan.refusal)
+        raise Refused(plan.refusal)
     if args.dry_run:
         if args.json:
             print(json.dumps({"dry_run": True, **plan.to_json()}, indent=2, ensure_ascii=False))
@@ -146,32 +119,17 @@ def _cmd_undo(db_path: Path, args: argparse.Namespace) -> int:
                              ensure_ascii=False))
         else:
             _print_plan(plan)
-        return _fail(f"{len(plan.conflicts)} row(s) were changed again by a later run; nothing was undone. "
-                     "Run again with --skip-conflicts (leave them as they are) or --overwrite (put them back).")
-    engine = RunEngine(store, pool_size=1)
-    try:
-        try:
-            handle = start_undo(engine, store, store.operator, args.run_id,
-                                on_conflict="overwrite" if args.overwrite else "skip")
-        except (UndoRefused, PermissionDenied) as exc:
-            raise _Refused(str(exc)) from None
-        handle.wait()
-    finally:
-        engine.shutdown(cancel_running=False)
-    ok = handle.status.value == "succeeded"
-    s = {k: v for k, v in handle.summary.items() if k != "messages"}
-    if args.json:
-        print(json.dumps({"run_id": handle.run_id, "undoes": args.run_id, "status": handle.status.value,
-                          "error": handle.error, "summary": s}, indent=2, ensure_ascii=False))
-    elif ok:
-        print(f"run {handle.run_id}: undid run {args.run_id}: {s.get('reinserted', 0)} rows re-inserted, "
-              f"{s.get('deleted', 0)} deleted, {s.get('restored', 0)} restored; {s.get('conflicts', 0)} conflicts "
-              f"{'overwritten' if args.overwrite else 'skipped'}")
-    if not ok:
-        if not args.json:
-            _fail(f"the undo did not run: {handle.error or handle.status.value}")
-        return 2
-    return 0
+        return fail(f"{len(plan.conflicts)} row(s) were changed again by a later run; nothing was undone. "
+                    "Run again with --skip-conflicts (leave them as they are) or --overwrite (put them back).")
+    handle = run_to_end(store, lambda engine: start_undo(engine, store, store.operator, args.run_id,
+                                                         on_conflict="overwrite" if args.overwrite else "skip"),
+                        (UndoRefused, PermissionDenied))
+    s = run_summary(handle)
+    return outcome(handle, args.json, run_json(handle, undoes=args.run_id), ensure_ascii=False,
+                   done=f"run {handle.run_id}: undid run {args.run_id}: {s.get('reinserted', 0)} rows re-inserted, "
+                   f"{s.get('deleted', 0)} deleted, {s.get('restored', 0)} restored; {s.get('conflicts', 0)} "
+                   f"conflicts {'overwritten' if args.overwrite else 'skipped'}",
+                   failed=f"the undo did not run: {handle.error or handle.status.value}")
 
 
 def _since(text: str | None) -> dt.date | None:
@@ -182,7 +140,7 @@ def _since(text: str | None) -> dt.date | None:
             return dt.datetime.strptime(text.strip(), fmt).date()
         except ValueError:
             pass
-    raise _Refused(f"--since: {text!r} is not a date (YYYY-MM-DD or MM/DD/YYYY)")
+    raise Refused(f"--since: {text!r} is not a date (YYYY-MM-DD or MM/DD/YYYY)")
 
 
 def _cmd_audit(db_path: Path, args: argparse.Namespace) -> int:
@@ -190,13 +148,13 @@ def _cmd_audit(db_path: Path, args: argparse.Namespace) -> int:
     from patron_tui.textsafe import visible
 
     since = _since(args.since)
-    _store, conn = _open(db_path)
+    _store, conn = open_store(db_path)
     try:
         try:
             entries = history(conn, patron=args.patron, operator=args.operator, run_id=args.run, since=since,
                               table=args.table, limit=max(1, args.limit), offset=max(0, args.offset))
         except AuditError as exc:
-            raise _Refused(str(exc)) from None
+            raise Refused(str(exc)) from None
     finally:
         conn.close()
     if args.json:
@@ -214,10 +172,9 @@ def _cmd_audit(db_path: Path, args: argparse.Namespace) -> int:
 
 
 def _cmd_prune(db_path: Path, args: argparse.Namespace) -> int:
-    from patron_tui.runs import RunEngine
     from patron_tui.services.audit import prune_preview, start_prune
 
-    store, conn = _open(db_path)
+    store, conn = open_store(db_path)
     try:
         preview = prune_preview(conn)
     finally:
@@ -229,22 +186,9 @@ def _cmd_prune(db_path: Path, args: argparse.Namespace) -> int:
             print(f"would prune {preview['rows']:,} journal rows of {preview['runs']:,} runs that ended before "
                   f"{preview['cutoff'][:10]} (retention {preview['retention_days']} days); dry run: nothing changed")
         return 0
-    engine = RunEngine(store, pool_size=1)
-    try:
-        handle = start_prune(engine, store, store.operator)
-        handle.wait()
-    finally:
-        engine.shutdown(cancel_running=False)
-    ok = handle.status.value == "succeeded"
-    s = {k: v for k, v in handle.summary.items() if k != "messages"}
-    if args.json:
-        print(json.dumps({"run_id": handle.run_id, "status": handle.status.value, "error": handle.error,
-                          "summary": s}, indent=2))
-    elif ok:
-        print(f"run {handle.run_id}: pruned {s.get('rows', 0):,} journal rows of {s.get('runs', 0):,} runs; "
-              "those runs can no longer be undone")
-    if not ok:
-        if not args.json:
-            _fail(f"the pruning run did not finish: {handle.error or handle.status.value}")
-        return 2
-    return 0
+    handle = run_to_end(store, lambda engine: start_prune(engine, store, store.operator))
+    s = run_summary(handle)
+    return outcome(handle, args.json, run_json(handle),
+                   done=f"run {handle.run_id}: pruned {s.get('rows', 0):,} journal rows of {s.get('runs', 0):,} "
+                   "runs; those runs can no longer be undone",
+                   failed=f"the pruning run did not finish: {handle.error or handle.status.value}")

@@ -18,12 +18,9 @@ from datetime import date, datetime
 from pathlib import Path
 from typing import Any
 
+from patron_tui.cli_common import Refused, add_db, fail, open_store, run_json, run_summary
+
 COMMANDS = ("batch-update", "fill-queues")
-
-
-def _add_db(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--db", metavar="PATH", default=argparse.SUPPRESS,
-                   help="patron database (default: $PATRON_TUI_DB or the user data dir)")
 
 
 def register(sub) -> None:
@@ -32,7 +29,7 @@ def register(sub) -> None:
         description="Change the MEDIUM profile of every patron of a query set (or statement). Options not "
         "given leave their field unchanged; --nightly-debug is always applied (default off). A patron "
         "without a profile for the medium gets one. Needs the 'may use batch tools' permission.")
-    _add_db(p)
+    add_db(p)
     who = p.add_mutually_exclusive_group(required=True)
     who.add_argument("--set", dest="set_name", metavar="NAME", help="the saved query set")
     who.add_argument("--query", metavar="STATEMENT", help='a search statement ("" = every patron)')
@@ -63,19 +60,8 @@ def register(sub) -> None:
     p.add_argument("--json", action="store_true", help="print one JSON object")
 
     f = sub.add_parser("fill-queues", help="fill the service queues batch updates asked for (in the foreground)")
-    _add_db(f)
+    add_db(f)
     f.add_argument("--json", action="store_true", help="print the filler run's result as JSON")
-
-
-def _fail(message: str) -> int:
-    from patron_tui.textsafe import visible
-
-    print("\n".join(f"patron-tui: {visible(line)}" for line in message.split("\n")), file=sys.stderr)
-    return 2
-
-
-class _Refused(Exception):
-    pass
 
 
 def _date(text: str, flag: str) -> date:
@@ -84,7 +70,7 @@ def _date(text: str, flag: str) -> date:
             return datetime.strptime(text.strip(), fmt).date()
         except ValueError:
             pass
-    raise _Refused(f"{flag}: {text!r} is not a date; write it MM/DD/YYYY")
+    raise Refused(f"{flag}: {text!r} is not a date; write it MM/DD/YYYY")
 
 
 def _update(args: argparse.Namespace):
@@ -106,20 +92,20 @@ def _update(args: argparse.Namespace):
     if args.space:
         parts = args.space.split(":")
         if len(parts) not in (3, 4):
-            raise _Refused("--space: give START:EVERY_DAYS:GROUP_SIZE[:ORDER_FIELD], e.g. 01/05/2026:7:50:last_name")
+            raise Refused("--space: give START:EVERY_DAYS:GROUP_SIZE[:ORDER_FIELD], e.g. 01/05/2026:7:50:last_name")
         try:
             every, size = int(parts[1]), int(parts[2])
         except ValueError:
-            raise _Refused("--space: EVERY_DAYS and GROUP_SIZE are whole numbers") from None
+            raise Refused("--space: EVERY_DAYS and GROUP_SIZE are whole numbers") from None
         try:
             fields["spacing"] = Spacing(start=_date(parts[0], "--space"), every_days=every, group_size=size,
                                         order_by=parts[3] if len(parts) == 4 else "last_name")
         except ValidationError as exc:
-            raise _Refused(f"--space: {_first_error(exc)}") from None
+            raise Refused(f"--space: {_first_error(exc)}") from None
     try:
         return BatchUpdate(**fields)
     except ValidationError as exc:
-        raise _Refused(_first_error(exc)) from None
+        raise Refused(_first_error(exc)) from None
 
 
 def _first_error(exc) -> str:
@@ -134,19 +120,8 @@ def main_batch(db_path: Path, args: argparse.Namespace) -> int:
         if args.command == "fill-queues":
             return _cmd_fill(db_path, args)
         return _cmd_batch(db_path, args)
-    except _Refused as exc:
-        return _fail(str(exc))
-
-
-def _open(db_path: Path):
-    from patron_tui.store import Store, StoreError
-
-    store = Store(db_path)
-    try:
-        conn = store.connect()
-    except StoreError as exc:
-        raise _Refused(str(exc)) from None
-    return store, conn
+    except Refused as exc:
+        return fail(str(exc))
 
 
 def _cmd_batch(db_path: Path, args: argparse.Namespace) -> int:
@@ -157,8 +132,8 @@ def _cmd_batch(db_path: Path, args: argparse.Namespace) -> int:
 
     update = _update(args)
     if args.background and args.dry_run:
-        raise _Refused("--background and --dry-run do not go together: a dry run changes nothing, so run it here")
-    store, conn = _open(db_path)
+        raise Refused("--background and --dry-run do not go together: a dry run changes nothing, so run it here")
+    store, conn = open_store(db_path)
     try:
         try:
             tgt = batch.target(conn, set_name=args.set_name, statement=args.query if args.set_name is None else None)
@@ -169,7 +144,7 @@ def _cmd_batch(db_path: Path, args: argparse.Namespace) -> int:
             else:
                 require_batch_tools(conn, store.operator)
         except (batch.BatchError, PermissionDenied) as exc:
-            raise _Refused(str(exc)) from None
+            raise Refused(str(exc)) from None
     finally:
         conn.close()
     if args.background:
@@ -201,7 +176,7 @@ def _cmd_batch(db_path: Path, args: argparse.Namespace) -> int:
         try:
             handle = batch.start_batch_update(engine, store, store.operator, tgt, update)
         except (batch.BatchError, PermissionDenied) as exc:
-            raise _Refused(str(exc)) from None
+            raise Refused(str(exc)) from None
         handle.wait()
         if handle.status.value == "succeeded" and update.fill_service_queues:
             from patron_tui.services.queue_fill import start_filler
@@ -216,14 +191,13 @@ def _cmd_batch(db_path: Path, args: argparse.Namespace) -> int:
         report = batch.errors(conn, handle.run_id)
     finally:
         conn.close()
-    s = {k: v for k, v in handle.summary.items() if k != "messages"}
+    s = run_summary(handle)
     ok = handle.status.value == "succeeded"
     if args.json:
-        out = {"run_id": handle.run_id, "status": handle.status.value, "error": handle.error, "summary": s,
-               "errors": [{"barcode": b, "text": t} for b, t in report]}
+        out = {**run_json(handle), "errors": [{"barcode": b, "text": t} for b, t in report]}
         if filler is not None:
             out["filler"] = {"run_id": filler.run_id, "status": filler.status.value,
-                             "summary": {k: v for k, v in filler.summary.items() if k != "messages"}}
+                             "summary": run_summary(filler)}
         print(json.dumps(out, indent=2, ensure_ascii=False))
     elif ok:
         print(f"run {handle.run_id}: {s.get('patrons', 0)} patrons: {s.get('profiles_updated', 0)} profiles updated, "
@@ -235,7 +209,7 @@ def _cmd_batch(db_path: Path, args: argparse.Namespace) -> int:
                   f"{fs.get('titles_added', 0)} titles")
     if not ok:
         if not args.json:
-            _fail(f"the batch update did not run: {handle.error or handle.status.value}; nothing was changed")
+            fail(f"the batch update did not run: {handle.error or handle.status.value}; nothing was changed")
         return 2
     if report:
         print(f"patron-tui: {len(report)} patron{'s' if len(report) != 1 else ''} could not be updated "
@@ -250,7 +224,7 @@ def _cmd_fill(db_path: Path, args: argparse.Namespace) -> int:
     from patron_tui.runs import RunEngine
     from patron_tui.services.queue_fill import live_filler, pending, start_filler
 
-    store, conn = _open(db_path)
+    store, conn = open_store(db_path)
     engine = RunEngine(store, pool_size=1)   # marks a killed filler's run interrupted
     try:
         waiting = pending(conn)
@@ -259,7 +233,7 @@ def _cmd_fill(db_path: Path, args: argparse.Namespace) -> int:
         conn.close()
     try:
         if waiting and live is not None:
-            raise _Refused(f"a queue filler is already running (run {live}); it fills the {waiting} waiting queues")
+            raise Refused(f"a queue filler is already running (run {live}); it fills the {waiting} waiting queues")
         if not args.json:
             _print_messages(engine)
         handle = start_filler(engine, store, store.operator)
@@ -275,11 +249,10 @@ def _cmd_fill(db_path: Path, args: argparse.Namespace) -> int:
         return 0
     ok = handle.status.value == "succeeded"
     if args.json:
-        print(json.dumps({"run_id": handle.run_id, "status": handle.status.value, "error": handle.error,
-                          "summary": {k: v for k, v in handle.summary.items() if k != "messages"}}, indent=2))
+        print(json.dumps(run_json(handle), indent=2))
     elif not ok:
-        _fail(f"the queue filler stopped: {handle.error or handle.status.value}; the queues it filled stay "
-              "filled and `patron-tui fill-queues` goes on with the rest")
+        fail(f"the queue filler stopped: {handle.error or handle.status.value}; the queues it filled stay "
+             "filled and `patron-tui fill-queues` goes on with the rest")
     return 0 if ok else 2
 
 

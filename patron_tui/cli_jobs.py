@@ -18,6 +18,7 @@ from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any
 
+from patron_tui.cli_common import Refused, add_db, fail, open_store
 from patron_tui.services.jobs.model import DAYS
 
 COMMANDS = ("jobs", "runs", "scheduler", "run-due")
@@ -29,11 +30,6 @@ _FIELD_FLAGS = {   # option dest -> Job field
 }
 _OPTION_FLAGS = {"allow_delete_outstanding": "allow_delete_outstanding", "errors_only": "summary_errors_only",
                  "delete_previous_runs": "delete_previous_runs"}
-
-
-def _add_db(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--db", metavar="PATH", default=argparse.SUPPRESS,
-                   help="patron database (default: $PATRON_TUI_DB or the user data dir)")
 
 
 def _add_job_fields(p: argparse.ArgumentParser) -> None:
@@ -98,36 +94,36 @@ def register(sub) -> None:
                           "need the 'manage patrons for the district' permission (or security level 0).")
     jsub = jobs.add_subparsers(dest="jobs_command", metavar="ACTION", required=True)
     p = jsub.add_parser("list", help="list the jobs with their next run")
-    _add_db(p)
+    add_db(p)
     p.add_argument("--json", action="store_true")
     p = jsub.add_parser("show", help="show one job")
-    _add_db(p)
+    add_db(p)
     p.add_argument("name", metavar="NAME")
     p.add_argument("--json", action="store_true")
     p = jsub.add_parser("add", help="add a job")
-    _add_db(p)
+    add_db(p)
     p.add_argument("name", metavar="NAME", nargs="?", help="the job name (or 'name' in --from FILE)")
     _add_job_fields(p)
     p = jsub.add_parser("edit", help="change a job's fields (the others stay)")
-    _add_db(p)
+    add_db(p)
     p.add_argument("name", metavar="NAME")
     p.add_argument("--rename", metavar="NEW", help="give the job a new name")
     _add_job_fields(p)
     p = jsub.add_parser("delete", help="delete a job (its runs stay)")
-    _add_db(p)
+    add_db(p)
     p.add_argument("name", metavar="NAME")
     p = jsub.add_parser("run", help="run a job now and wait for it")
-    _add_db(p)
+    add_db(p)
     p.add_argument("name", metavar="NAME")
     p.add_argument("--mode", choices=("full", "incremental"), default="full", help="default full")
     p.add_argument("--json", action="store_true", help="print the run's summary as one JSON object")
     p = jsub.add_parser("preview", help="how many patrons each inactivation/deletion rule would take today")
-    _add_db(p)
+    add_db(p)
     p.add_argument("name", metavar="NAME")
     p.add_argument("--date", metavar="YYYY-MM-DD", help="as of this day (default today)")
     p.add_argument("--json", action="store_true")
     p = jsub.add_parser("test", help="test a job's source and properties file (Test Server)")
-    _add_db(p)
+    add_db(p)
     p.add_argument("name", metavar="NAME")
     p.add_argument("--timeout", type=float, default=None, metavar="S", help="SFTP connect timeout")
     p.add_argument("--accept", metavar="SHA256:...",
@@ -136,7 +132,7 @@ def register(sub) -> None:
     p.add_argument("--json", action="store_true")
 
     runs = sub.add_parser("runs", help="list the runs of scheduled jobs (newest first)")
-    _add_db(runs)
+    add_db(runs)
     runs.add_argument("--job", metavar="NAME", help="only this job's runs")
     runs.add_argument("--limit", type=int, default=50, metavar="N", help="default 50")
     runs.add_argument("--json", action="store_true")
@@ -144,7 +140,7 @@ def register(sub) -> None:
     for name, text in (("scheduler", "run due jobs until stopped (a systemd service)"),
                        ("run-due", "run the jobs that are due now, once (a crontab line)")):
         p = sub.add_parser(name, help=text)
-        _add_db(p)
+        add_db(p)
         p.add_argument("--max-missed-age", type=float, metavar="MINUTES",
                        help="a slot missed while no scheduler ran still runs if younger than this "
                        "(default: setting jobs_max_missed_age_minutes, else 360)")
@@ -157,27 +153,6 @@ def register(sub) -> None:
 
 # -- helpers -----------------------------------------------------------------------------
 
-def _fail(message: str) -> int:
-    from patron_tui.textsafe import visible
-
-    print("\n".join(f"patron-tui: {visible(line)}" for line in message.split("\n")), file=sys.stderr)
-    return 2
-
-
-class _Refused(Exception):
-    pass
-
-
-def _open(db_path: Path):
-    from patron_tui.store import Store, StoreError
-
-    store = Store(db_path)
-    try:
-        conn = store.connect()
-    except StoreError as exc:
-        raise _Refused(str(exc)) from None
-    return store, conn
-
 
 def _require(conn, store) -> None:
     from patron_tui.services.jobs.store import require_manager
@@ -185,7 +160,7 @@ def _require(conn, store) -> None:
     try:
         require_manager(conn, store.operator)
     except PermissionError as exc:
-        raise _Refused(str(exc)) from None
+        raise Refused(str(exc)) from None
 
 
 def _job_or_fail(conn, name: str):
@@ -193,7 +168,7 @@ def _job_or_fail(conn, name: str):
 
     job = get_job(conn, name)
     if job is None:
-        raise _Refused(f"there is no job named {name!r} (see `patron-tui jobs list`)")
+        raise Refused(f"there is no job named {name!r} (see `patron-tui jobs list`)")
     return job
 
 
@@ -208,8 +183,8 @@ def main_jobs(db_path: Path, args: argparse.Namespace) -> int:
         return {"list": _cmd_list, "show": _cmd_show, "add": _cmd_add, "edit": _cmd_edit,
                 "delete": _cmd_delete, "run": _cmd_run, "test": _cmd_test,
                 "preview": _cmd_preview}[args.jobs_command](db_path, args)
-    except _Refused as exc:
-        return _fail(str(exc))
+    except Refused as exc:
+        return fail(str(exc))
 
 
 def _load_file(path_text: str) -> dict[str, Any]:
@@ -217,24 +192,24 @@ def _load_file(path_text: str) -> dict[str, Any]:
     try:
         raw = path.read_bytes()
     except OSError as exc:
-        raise _Refused(f"{path}: {exc.strerror or exc}") from None
+        raise Refused(f"{path}: {exc.strerror or exc}") from None
     try:
         if path.suffix.lower() == ".json":
             data = json.loads(raw.decode("utf-8-sig"))
         else:
             data = tomllib.loads(raw.decode("utf-8-sig"))
     except UnicodeDecodeError:
-        raise _Refused(f"{path}: not UTF-8 text") from None
+        raise Refused(f"{path}: not UTF-8 text") from None
     except json.JSONDecodeError as exc:
-        raise _Refused(f"{path}: line {exc.lineno}: not valid JSON ({exc.msg})") from None
+        raise Refused(f"{path}: line {exc.lineno}: not valid JSON ({exc.msg})") from None
     except tomllib.TOMLDecodeError as exc:
-        raise _Refused(f"{path}: not valid TOML ({exc})") from None
+        raise Refused(f"{path}: not valid TOML ({exc})") from None
     if not isinstance(data, dict):
-        raise _Refused(f"{path}: expected an object/table of job fields")
+        raise Refused(f"{path}: expected an object/table of job fields")
     for secret_key in ("password", "passphrase", "secret"):
         if secret_key in data:
-            raise _Refused(f"{path}: field {secret_key!r}: secrets are not read from files; "
-                           "use --password-stdin or the prompt")
+            raise Refused(f"{path}: field {secret_key!r}: secrets are not read from files; "
+                          "use --password-stdin or the prompt")
     return data
 
 
@@ -257,7 +232,7 @@ def _merge_fields(base: dict[str, Any], args: argparse.Namespace, where: str) ->
             try:
                 fields["schedule"] = parse_schedule(sched, WeeklySchedule.model_validate(fields.get("schedule", {})))
             except ValueError as exc:
-                raise _Refused(f"{where}{exc}") from None
+                raise Refused(f"{where}{exc}") from None
         elif sched is not None:
             fields["schedule"] = {**_dump(fields.get("schedule")), **sched}
         if options is not None:
@@ -283,7 +258,7 @@ def _merge_fields(base: dict[str, Any], args: argparse.Namespace, where: str) ->
             if value is not None:
                 sched = sched.model_copy(update={day: parse_day(value, field=f"--{day}")})
     except ValueError as exc:
-        raise _Refused(str(exc)) from None
+        raise Refused(str(exc)) from None
     fields["schedule"] = sched.model_dump()
     opts = _dump(fields.get("options"))
     for dest, name in _OPTION_FLAGS.items():
@@ -308,7 +283,7 @@ def _merge_rules(rules: dict[str, Any], args: argparse.Namespace) -> dict[str, A
         try:
             return int(text.replace(",", "").replace("_", ""))
         except ValueError:
-            raise _Refused(f"{flag}: {text!r} is not a whole number") from None
+            raise Refused(f"{flag}: {text!r} is not a whole number") from None
 
     if args.records_read_greater_than is not None:
         rules["records_read_greater_than"] = args.records_read_greater_than
@@ -342,11 +317,11 @@ def _merge_rules(rules: dict[str, Any], args: argparse.Namespace) -> dict[str, A
                 try:
                     cents = round(float(amount) * 100)
                 except ValueError:
-                    raise _Refused(f"--delete-inactive: {amount!r} is not an amount (e.g. 5.00)") from None
+                    raise Refused(f"--delete-inactive: {amount!r} is not an amount (e.g. 5.00)") from None
                 rule.update(condition="fines_below", fine_below_cents=cents)
             else:
-                raise _Refused(f"--delete-inactive: {how!r}: write DAYS, DAYS:no-fines, "
-                               "DAYS:fines-below=AMOUNT or DAYS:regardless")
+                raise Refused(f"--delete-inactive: {how!r}: write DAYS, DAYS:no-fines, "
+                              "DAYS:fines-below=AMOUNT or DAYS:regardless")
             rules["delete_inactive"] = rule
     if args.delete_outstanding is not None:
         spec = args.delete_outstanding.strip().lower()
@@ -356,7 +331,7 @@ def _merge_rules(rules: dict[str, Any], args: argparse.Namespace) -> dict[str, A
             by, _, value = spec.partition("=")
             by = by.replace("-", "_")
             if by not in ("inactive_days", "grad_years", "age") or not value:
-                raise _Refused(f"--delete-outstanding: {spec!r}: write inactive-days=N, grad-years=N or age=N")
+                raise Refused(f"--delete-outstanding: {spec!r}: write inactive-days=N, grad-years=N or age=N")
             rules["delete_outstanding"] = {"by": by, "value": number(value, "--delete-outstanding")}
     return rules
 
@@ -382,14 +357,14 @@ def _validate(fields: dict[str, Any], where: str):
     try:
         return Job.model_validate(fields)
     except ValidationError as exc:
-        raise _Refused("\n".join(f"{where}{m}" for m in describe_validation_error(exc))) from None
+        raise Refused("\n".join(f"{where}{m}" for m in describe_validation_error(exc))) from None
 
 
 def _read_secret(args: argparse.Namespace, job, *, required: bool) -> str | None:
     """The password/passphrase from stdin or a prompt; None when not asked for."""
     if job.source != "sftp":
         if args.password_stdin or args.password:
-            raise _Refused("--password/--password-stdin: only SFTP jobs have a password")
+            raise Refused("--password/--password-stdin: only SFTP jobs have a password")
         return None
     what = "password" if job.sftp_auth == "password" else "key passphrase (empty for none)"
     if args.password_stdin:
@@ -397,8 +372,8 @@ def _read_secret(args: argparse.Namespace, job, *, required: bool) -> str | None
         return line.rstrip("\r\n")
     if args.password or (required and job.sftp_auth == "password"):
         if not sys.stdin.isatty():
-            raise _Refused(f"job {job.name!r} needs the SFTP {what}: give it with --password-stdin "
-                           "(it is never taken from the command line)")
+            raise Refused(f"job {job.name!r} needs the SFTP {what}: give it with --password-stdin "
+                          "(it is never taken from the command line)")
         return getpass.getpass(f"SFTP {what} for {job.sftp_user}@{job.sftp_host}: ")
     return None
 
@@ -410,7 +385,7 @@ def _save(store, conn, job, secret: str | None, old_name: str | None = None):
         with store.writer(conn, None) as w:
             saved = save_job(w, job)
     except (JobExists, LookupError) as exc:
-        raise _Refused(str(exc)) from None
+        raise Refused(str(exc)) from None
     if saved.source == "sftp" and (secret is not None or (old_name and old_name != saved.name)):
         from patron_tui.services.jobs.secrets import SecretStoreError, default_secret_store
 
@@ -421,7 +396,7 @@ def _save(store, conn, job, secret: str | None, old_name: str | None = None):
             if secret is not None:
                 secrets.set(saved.name, secret or None)
         except SecretStoreError as exc:
-            raise _Refused(f"the job was saved, but its secret was not: {exc}") from None
+            raise Refused(f"the job was saved, but its secret was not: {exc}") from None
     return saved
 
 
@@ -441,7 +416,7 @@ def _cmd_list(db_path: Path, args: argparse.Namespace) -> int:
     from patron_tui.services.jobs.store import list_jobs
     from patron_tui.textsafe import visible
 
-    _, conn = _open(db_path)
+    _, conn = open_store(db_path)
     now = datetime.now(timezone.utc)
     rows = [(job, next_run(job, now)) for job in list_jobs(conn)]
     if args.json:
@@ -461,7 +436,7 @@ def _cmd_show(db_path: Path, args: argparse.Namespace) -> int:
     from patron_tui.services.jobs.schedule import next_run
     from patron_tui.textsafe import visible
 
-    store, conn = _open(db_path)
+    store, conn = open_store(db_path)
     job = _job_or_fail(conn, args.name)
     nxt = next_run(job, datetime.now(timezone.utc))
     has_secret = None
@@ -533,12 +508,12 @@ def _cmd_preview(db_path: Path, args: argparse.Namespace) -> int:
     """How many patrons each of the job's rules would take today."""
     from patron_tui.services.inactivation import preview, rule_title
 
-    _, conn = _open(db_path)
+    _, conn = open_store(db_path)
     job = _job_or_fail(conn, args.name)
     try:
         today = datetime.strptime(args.date, "%Y-%m-%d").date() if args.date else datetime.now().date()
     except ValueError:
-        raise _Refused(f"--date: {args.date!r} is not YYYY-MM-DD") from None
+        raise Refused(f"--date: {args.date!r} is not YYYY-MM-DD") from None
     counts = preview(conn, job.inactivation, today, allow_outstanding=job.options.allow_delete_outstanding)
     if args.json:
         print(json.dumps({"job": job.name, "date": today.isoformat(), "rules": counts}, indent=2))
@@ -554,14 +529,14 @@ def _cmd_preview(db_path: Path, args: argparse.Namespace) -> int:
 
 
 def _cmd_add(db_path: Path, args: argparse.Namespace) -> int:
-    store, conn = _open(db_path)
+    store, conn = open_store(db_path)
     _require(conn, store)
     _PATRONS_FOR_SUGGESTION[:] = [conn.execute("SELECT count(*) FROM patrons WHERE is_system = 0").fetchone()[0]]
     fields = _merge_fields({}, args, "")
     if args.name:
         fields["name"] = args.name
     if not fields.get("name"):
-        raise _Refused("name: give the job's name (NAME or 'name' in --from FILE)")
+        raise Refused("name: give the job's name (NAME or 'name' in --from FILE)")
     job = _validate(fields, f"{args.from_file}: " if args.from_file else "")
     secret = _read_secret(args, job, required=True)
     saved = _save(store, conn, job, secret)
@@ -570,7 +545,7 @@ def _cmd_add(db_path: Path, args: argparse.Namespace) -> int:
 
 
 def _cmd_edit(db_path: Path, args: argparse.Namespace) -> int:
-    store, conn = _open(db_path)
+    store, conn = open_store(db_path)
     _require(conn, store)
     _PATRONS_FOR_SUGGESTION[:] = [conn.execute("SELECT count(*) FROM patrons WHERE is_system = 0").fetchone()[0]]
     old = _job_or_fail(conn, args.name)
@@ -597,13 +572,13 @@ def _forget_secret(store, name: str) -> None:
     try:
         default_secret_store(store.path).delete(name)
     except SecretStoreError as exc:
-        raise _Refused(f"job {name!r} saved, but its old secret could not be removed: {exc}") from None
+        raise Refused(f"job {name!r} saved, but its old secret could not be removed: {exc}") from None
 
 
 def _cmd_delete(db_path: Path, args: argparse.Namespace) -> int:
     from patron_tui.services.jobs.store import delete_job
 
-    store, conn = _open(db_path)
+    store, conn = open_store(db_path)
     _require(conn, store)
     job = _job_or_fail(conn, args.name)
     with store.writer(conn, None) as w:
@@ -614,7 +589,7 @@ def _cmd_delete(db_path: Path, args: argparse.Namespace) -> int:
         try:
             default_secret_store(store.path).delete(job.name)
         except SecretStoreError as exc:
-            return _fail(f"job {job.name!r} deleted, but its secret could not be removed: {exc}")
+            return fail(f"job {job.name!r} deleted, but its secret could not be removed: {exc}")
     print(f"job {job.name!r} deleted (its runs stay in `patron-tui runs`)")
     return 0
 
@@ -628,7 +603,7 @@ def _cmd_run(db_path: Path, args: argparse.Namespace) -> int:
     from patron_tui.services.jobs.runner import job_params, job_title, run_job
     from patron_tui.services.jobs.store import JOB_KIND
 
-    store, conn = _open(db_path)
+    store, conn = open_store(db_path)
     _require(conn, store)
     job = _job_or_fail(conn, args.name)
     conn.close()
@@ -652,7 +627,7 @@ def _cmd_run(db_path: Path, args: argparse.Namespace) -> int:
         counts = ", ".join(f"{s.get(k, 0)} {k}" for k in _SUMMARY_FIELDS)
         print(f"run {handle.run_id}: {handle.status.value}: {counts}")
         if handle.status.value != "succeeded":
-            _fail(handle.error or handle.status.value)
+            fail(handle.error or handle.status.value)
     return 0 if handle.status.value == "succeeded" else 2
 
 
@@ -660,19 +635,19 @@ def _cmd_test(db_path: Path, args: argparse.Namespace) -> int:
     from patron_tui.services.jobs.sources import test_job
     from patron_tui.textsafe import visible
 
-    store, conn = _open(db_path)
+    store, conn = open_store(db_path)
     job = _job_or_fail(conn, args.name)
     kw = {"timeout": args.timeout} if args.timeout and job.source == "sftp" else {}
     if args.accept:
         if job.source != "sftp":
-            raise _Refused("--accept: only SFTP jobs have a host key")
+            raise Refused("--accept: only SFTP jobs have a host key")
         _require(conn, store)
         from patron_tui.services.jobs.sftp import SftpError, accept_host_key
 
         try:
             accepted = accept_host_key(job, args.accept, db_path=store.path, **kw)
         except SftpError as exc:
-            raise _Refused(str(exc)) from None
+            raise Refused(str(exc)) from None
         print(f"host key {accepted} of {job.sftp_host}:{job.sftp_port} accepted")
     report = test_job(job, store.path, properties=True, **kw)
     if args.json:
@@ -692,7 +667,7 @@ def _cmd_runs(db_path: Path, args: argparse.Namespace) -> int:
     from patron_tui.services.jobs.store import job_runs
     from patron_tui.textsafe import visible
 
-    _, conn = _open(db_path)
+    _, conn = open_store(db_path)
     if args.job is not None:
         _job_or_fail(conn, args.job)
     rows = job_runs(conn, args.job, limit=args.limit)
@@ -719,7 +694,7 @@ def _max_age(args: argparse.Namespace) -> timedelta | None:
     if args.max_missed_age is None:
         return None
     if args.max_missed_age < 0:
-        raise _Refused("--max-missed-age: must be 0 or more minutes")
+        raise Refused("--max-missed-age: must be 0 or more minutes")
     return timedelta(minutes=args.max_missed_age)
 
 
@@ -735,7 +710,7 @@ def _print_pass(results: list[dict[str, Any]]) -> None:
 def _cmd_run_due(db_path: Path, args: argparse.Namespace) -> int:
     from patron_tui.services.jobs.scheduler import run_due
 
-    store, conn = _open(db_path)
+    store, conn = open_store(db_path)
     conn.close()
     results = run_due(store, max_missed_age=_max_age(args))
     if args.json:
@@ -748,10 +723,10 @@ def _cmd_run_due(db_path: Path, args: argparse.Namespace) -> int:
 def _cmd_scheduler(db_path: Path, args: argparse.Namespace) -> int:
     from patron_tui.services.jobs.scheduler import Scheduler, upcoming
 
-    store, conn = _open(db_path)
+    store, conn = open_store(db_path)
     conn.close()
     if args.interval <= 0:
-        raise _Refused("--interval: must be more than 0 seconds")
+        raise Refused("--interval: must be more than 0 seconds")
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s", stream=sys.stderr)
     sched = Scheduler(store, interval=args.interval, max_missed_age=_max_age(args), on_pass=_print_pass)
 

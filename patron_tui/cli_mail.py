@@ -15,12 +15,9 @@ import json
 import sys
 from pathlib import Path
 
+from patron_tui.cli_common import Refused, add_db, open_store
+
 COMMANDS = ("mail-settings", "mail-test")
-
-
-def _add_db(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--db", metavar="PATH", default=argparse.SUPPRESS,
-                   help="patron database (default: $PATRON_TUI_DB or the user data dir)")
 
 
 def register(sub) -> None:
@@ -28,7 +25,7 @@ def register(sub) -> None:
                        description="Show the outgoing mail settings, or change the ones given. An empty "
                        "--host means no server: reset messages are written to the outbox folder beside "
                        "the database.")
-    _add_db(p)
+    add_db(p)
     p.add_argument("--host", metavar="NAME", help='SMTP server ("" = none: write messages to the outbox)')
     p.add_argument("--port", type=int, metavar="N", help="SMTP port (587 submission, 25 relay)")
     p.add_argument("--starttls", choices=("on", "off"), help="upgrade the connection with STARTTLS")
@@ -43,7 +40,7 @@ def register(sub) -> None:
     p.add_argument("--json", action="store_true", help="print the settings as JSON")
 
     t = sub.add_parser("mail-test", help="send a test message through the mail settings")
-    _add_db(t)
+    add_db(t)
     t.add_argument("--to", required=True, metavar="ADDRESS", help="where the test message goes")
 
 
@@ -59,13 +56,11 @@ def main_mail(db_path: Path, args: argparse.Namespace) -> int:
 
     from patron_tui.services import mail
     from patron_tui.services.permissions import PermissionDenied, require
-    from patron_tui.store import Store, StoreError
     from patron_tui.textsafe import visible
 
-    store = Store(db_path)
     try:
-        conn = store.connect()
-    except StoreError as exc:
+        store, conn = open_store(db_path)
+    except Refused as exc:
         return _fail(str(exc))
     try:
         settings = mail.load_settings(conn)

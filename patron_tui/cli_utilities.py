@@ -18,9 +18,10 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
 from pathlib import Path
 from typing import Any
+
+from patron_tui.cli_common import Refused, add_db, fail, open_store, run_to_end
 
 COMMANDS = ("utility",)
 
@@ -36,24 +37,12 @@ def register(sub) -> None:
         description="Run a patron utility on a selection: `patron-tui utility --list` names them; "
         "`patron-tui utility NAME --help` shows a utility's selection and option flags. Needs the "
         "'may use batch tools' permission (Import, Export and Utilities).")
-    p.add_argument("--db", metavar="PATH", default=argparse.SUPPRESS,
-                   help="patron database (default: $PATRON_TUI_DB or the user data dir)")
+    add_db(p)
     p.add_argument("--list", action="store_true", help="list the utilities with one-line descriptions")
     p.add_argument("--json", action="store_true", help="print JSON")
     p.add_argument("name", nargs="?", metavar="NAME", help="the utility (see --list)")
     p.add_argument("args", nargs=argparse.REMAINDER, metavar="...",
                    help="selection and option flags, --dry-run, --yes, --json (see NAME --help)")
-
-
-class _Refused(Exception):
-    pass
-
-
-def _fail(message: str) -> int:
-    from patron_tui.textsafe import visible
-
-    print("\n".join(f"patron-tui: {visible(line)}" for line in str(message).split("\n")), file=sys.stderr)
-    return 2
 
 
 def _flag(name: str) -> str:
@@ -111,28 +100,17 @@ def main_utility(db_path: Path, args: argparse.Namespace) -> int:
         if args.list:
             return _cmd_list(db_path, args)
         if not args.name:
-            raise _Refused("name a utility (`patron-tui utility --list` shows them)")
+            raise Refused("name a utility (`patron-tui utility --list` shows them)")
         return _cmd_run(db_path, args)
-    except _Refused as exc:
-        return _fail(str(exc))
-
-
-def _open(db_path: Path):
-    from patron_tui.store import Store, StoreError
-
-    store = Store(db_path)
-    try:
-        conn = store.connect()
-    except StoreError as exc:
-        raise _Refused(str(exc)) from None
-    return store, conn
+    except Refused as exc:
+        return fail(str(exc))
 
 
 def _cmd_list(db_path: Path, args: argparse.Namespace) -> int:
     from patron_tui.services import utilities as U
     from patron_tui.textsafe import visible
 
-    store, conn = _open(db_path)
+    store, conn = open_store(db_path)
     try:
         terms = U.Terms.load(conn)
         rows = []
@@ -177,7 +155,7 @@ def _selections(ns: argparse.Namespace):
             try:
                 data[key] = _parse_date(text)
             except ValueError as exc:
-                raise _Refused(f"{_flag(key)}: {exc}") from None
+                raise Refused(f"{_flag(key)}: {exc}") from None
     for key in ("graduated_within_days", "balance_min", "balance_max"):
         text = getattr(ns, key)
         if text:
@@ -187,11 +165,10 @@ def _selections(ns: argparse.Namespace):
     except ValidationError as exc:
         err = exc.errors()[0]
         key = str(err["loc"][0]) if err.get("loc") else ""
-        raise _Refused(f"{_flag(key)}: {err['msg']}" if key else err["msg"]) from None
+        raise Refused(f"{_flag(key)}: {err['msg']}" if key else err["msg"]) from None
 
 
 def _cmd_run(db_path: Path, args: argparse.Namespace) -> int:
-    from patron_tui.runs import RunEngine
     from patron_tui.services import utilities as U
     from patron_tui.services.permissions import PermissionDenied
 
@@ -199,21 +176,21 @@ def _cmd_run(db_path: Path, args: argparse.Namespace) -> int:
     try:
         util = U.get(args.name)
     except U.UtilityError as exc:
-        raise _Refused(str(exc)) from None
+        raise Refused(str(exc)) from None
     argv = list(args.args)
     if args.json:
         argv.append("--json")
     terms = None
     try:
-        store, conn = _open(db_path)
+        store, conn = open_store(db_path)
         try:
             terms = U.Terms.load(conn)
         finally:
             conn.close()
-    except _Refused:
+    except Refused:
         pass    # the error is reported below, once --db is known
     ns, db_path = _parse(util, terms, argv, db_path)
-    store, conn = _open(db_path)
+    store, conn = open_store(db_path)
     try:
         terms = U.Terms.load(conn)
         sel = _selections(ns)
@@ -222,29 +199,22 @@ def _cmd_run(db_path: Path, args: argparse.Namespace) -> int:
             options = U.parse_options(util, values, terms)
             pv = U.preview(conn, util.name, sel, options, store.operator)
         except (U.UtilityError, PermissionDenied) as exc:
-            raise _Refused(str(exc)) from None
+            raise Refused(str(exc)) from None
     finally:
         conn.close()
     if ns.dry_run and ns.background:
-        raise _Refused("--background and --dry-run do not go together: a dry run changes nothing, so run it here")
+        raise Refused("--background and --dry-run do not go together: a dry run changes nothing, so run it here")
     if ns.dry_run:
         _print_preview(pv, ns.json)
         return 0
     if util.removes_data and not ns.yes:
-        raise _Refused(f"{pv.title} removes data: {pv.changes} of {pv.selected} selected patrons would change. "
-                       "Run it again with --yes (or --dry-run to see the preview).")
+        raise Refused(f"{pv.title} removes data: {pv.changes} of {pv.selected} selected patrons would change. "
+                      "Run it again with --yes (or --dry-run to see the preview).")
     if ns.background:
         return _queue(store, util, sel, options, pv, ns.json)
-    engine = RunEngine(store, pool_size=1)
-    try:
-        try:
-            handle = U.start_utility(engine, store, store.operator, util.name, sel, options,
-                                     fingerprint=pv.fingerprint)
-        except (U.UtilityError, PermissionDenied) as exc:
-            raise _Refused(str(exc)) from None
-        handle.wait()
-    finally:
-        engine.shutdown(cancel_running=False)
+    handle = run_to_end(store, lambda engine: U.start_utility(engine, store, store.operator, util.name, sel,
+                                                             options, fingerprint=pv.fingerprint),
+                        (U.UtilityError, PermissionDenied))
     conn = store.connect()
     try:
         rep = U.report(conn, handle.run_id)
@@ -270,7 +240,7 @@ def _queue(store, util, sel, options, pv, as_json: bool) -> int:
     try:
         run_id = queue_utility(conn, store.operator, util.name, sel, options, fingerprint=pv.fingerprint)
     except (UtilityError, PermissionDenied) as exc:
-        raise _Refused(str(exc)) from None
+        raise Refused(str(exc)) from None
     finally:
         conn.close()
     if as_json:
@@ -314,7 +284,7 @@ def _print_report(rep, as_json: bool) -> None:
         print(json.dumps(rep.model_dump(mode="json"), indent=2, ensure_ascii=False))
         return
     if rep.status != "succeeded":
-        _fail(f"{rep.title} did not run: {rep.error or rep.status}; nothing was changed")
+        fail(f"{rep.title} did not run: {rep.error or rep.status}; nothing was changed")
         return
     print(f"run {rep.run_id}: {visible(rep.title)}: {rep.changed} changed, {len(rep.skipped)} skipped, "
           f"{len(rep.errors)} errors ({rep.selected} selected)")
