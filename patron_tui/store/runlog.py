@@ -18,6 +18,7 @@ from patron_tui.store.db import write_transaction
 from patron_tui.store.identity import host_name, pid_alive
 
 TERMINAL = ("succeeded", "failed", "cancelled", "interrupted", "missed")
+LEVELS = ("info", "warning", "skipped", "error")   # run_messages.level
 
 
 def create_run(
@@ -87,10 +88,14 @@ def add_messages(conn: sqlite3.Connection, rows: Sequence[tuple]) -> None:
 def insert_messages(conn: sqlite3.Connection, run_id: int, ts: str, level: str, rows: Sequence[tuple]) -> None:
     """Messages of one run, time and level, written inside the caller's transaction:
     rows of (text, code, line, barcode, patron_id)."""
+    if not (ts.replace("-", "").replace(":", "").replace(".", "").replace("T", "").replace("Z", "").isdigit()
+            and level in LEVELS):
+        raise ValueError(f"insert_messages: bad time {ts!r} or level {level!r}")
+    # the rows go in as they are (numbered parameters pick their fields): no tuple per row
     conn.executemany(
         "INSERT INTO run_messages (run_id, ts, level, code, line, barcode, patron_id, text)"
-        f" VALUES ({int(run_id)}, ?, ?, ?, ?, ?, ?, ?)",
-        [(ts, level, code, line, barcode, pid, text) for text, code, line, barcode, pid in rows],
+        f" VALUES ({int(run_id)}, '{ts}', '{level}', ?2, ?3, ?4, ?5, ?1)",
+        rows,
     )
 
 

@@ -534,7 +534,7 @@ class _Import:
             holders[fld] = {**known, **self._fetch(conn, fld, missing)} if missing else known
 
         adds: list[tuple[int, Any, str]] = []   # (line, values tuple or fields dict, fingerprint)
-        infos: list[tuple[str, int, Any, int | None]] = []
+        infos: list[tuple[str, str, int, str | None, int | None]] = []   # run_messages rows
         counts = self.counts
         sites, nkeys, end = self.sites, self.nkeys, 3 + self.nkeys
         errors_only = self.errors_only
@@ -550,7 +550,7 @@ class _Import:
                 else:
                     adds.append((line, vals, fp))
                 if not errors_only:
-                    infos.append((f"line {line}: added {self._name_of(vals)}", line,
+                    infos.append((f"line {line}: added {self._name_of(vals)}", "added", line,
                                   vals[bi] or None if bi is not None else None, None))
             counts["added"] += len(adds)
             self._write(writer, adds=adds, infos=infos)
@@ -632,7 +632,7 @@ class _Import:
                 adds.append((line, vals if f is None else f, fp))
                 counts["added"] += 1
                 if not errors_only:
-                    infos.append((f"line {line}: added {self._name_of(vals)}", line, barcode, None))
+                    infos.append((f"line {line}: added {self._name_of(vals)}", "added", line, barcode, None))
                 continue
             seen[target] = line
             if f is None and vals == existing[3:end]:
@@ -652,17 +652,20 @@ class _Import:
             updates.append((target, diff))
             counts["updated"] += 1
             if not errors_only:
-                infos.append((f"line {line}: updated {_name(old)}: {fields}", line,
-                              barcode or old.get("barcode"), target))
+                b = barcode or old.get("barcode")
+                infos.append((f"line {line}: updated {_name(old)}: {fields}", "updated", line,
+                              str(b) if b else None, target))
         self._write(writer, adds=adds, infos=infos, updates=updates, refresh=refresh, stamps=stamps, seen=seen,
                     conflicts=conflicts)
 
     def _name_of(self, vals: tuple) -> str:
+        """_name of a values tuple (the mapper has stripped its text already)."""
         fn, ln = self.ix.get("first_name"), self.ix.get("last_name")
-        return _name({"first_name": vals[fn] if fn is not None else None,
-                      "last_name": vals[ln] if ln is not None else None})
+        first = vals[fn] or "" if fn is not None else ""
+        last = vals[ln] or "" if ln is not None else ""
+        return f"{last}, {first}" if last and first else last or first or "(no name)"
 
-    def _write(self, writer, *, adds: list[tuple[int, Any, str]], infos: list[tuple[str, int, Any, int | None]],
+    def _write(self, writer, *, adds: list[tuple[int, Any, str]], infos: list[tuple],
                updates=(), refresh=(), stamps=(), seen: dict[int, int] | None = None, conflicts=()) -> None:
         """Apply one chunk's decisions, then report them."""
         conn, now = writer.conn, self.now
@@ -701,9 +704,7 @@ class _Import:
         if infos:
             # "added"/"updated" lines are written in this transaction: they commit or roll back
             # with what they describe (a dry run's go through the persister: they must stay)
-            self.ctx.messages(EventKind.INFO, [
-                (text, "added" if pid is None else "updated", line, str(barcode) if barcode else None, pid)
-                for text, line, barcode, pid in infos], conn=None if self.dry_run else conn)
+            self.ctx.messages(EventKind.INFO, infos, conn=None if self.dry_run else conn)
 
     def _site(self, values: dict[str, Any], existing, line: int, barcode, *, warn: bool = True) -> dict[str, Any]:
         """An unknown site (or none, for a new patron) -> the Union Site, with a warning."""
