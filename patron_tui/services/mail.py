@@ -194,24 +194,46 @@ def _scrub(text: str, messages: list[ResetMessage]) -> str:
 
 
 def send_reset_links(settings: MailSettings, password: Secret | str | None, messages: list[ResetMessage],
-                     *, outbox: Path, library: str = "library", cancelled=lambda: False) -> Delivery:
+                     *, outbox: Path, library: str = "library", cancelled=lambda: False,
+                     progress=None) -> Delivery:
     """Deliver each message: through the SMTP server, or into `outbox` when none is configured.
 
-    A message the server refuses is a failure for that patron; a server that cannot be reached
-    or refuses the login raises MailError (nothing was sent)."""
+    Callers send after their write transaction has committed (a conversation with a server can
+    take minutes; the database must not stay locked meanwhile).
+
+    A message the server refuses (the address, the sender or the content) is a failure for that
+    patron; a connection that drops part-way (the socket fails, the server disconnects or answers
+    421) is a failure for that patron and every one after it. A server that cannot be reached or
+    refuses the login raises MailError (nothing was sent). `cancelled()` is asked before each
+    message: once true, the rest are neither sent nor failed (the caller sees who is in neither
+    list). `progress(done, total)` is called after each message."""
     delivery = Delivery()
     if not messages:
         return delivery
+    total = len(messages)
+
+    def tick() -> None:
+        if progress is not None:
+            progress(len(delivery.sent) + len(delivery.failed), total)
+
     if not settings.configured:
         outbox.mkdir(parents=True, exist_ok=True, mode=0o700)
         os.chmod(outbox, 0o700)
         stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%S")
         for m in messages:
+            if cancelled():
+                break
             path = outbox / f"{stamp}-reset-{m.patron_id}.eml"
-            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-            with os.fdopen(fd, "wb") as fh:
-                fh.write(bytes(_message(settings, m, library)))
-            delivery.sent.append(m.patron_id)
+            try:
+                fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+                with os.fdopen(fd, "wb") as fh:
+                    fh.write(bytes(_message(settings, m, library)))
+            except OSError as exc:
+                delivery.failed.append((m.patron_id, f"the message could not be written to the outbox folder "
+                                                     f"({type(exc).__name__}: {exc.strerror or exc})"))
+            else:
+                delivery.sent.append(m.patron_id)
+            tick()
         delivery.outbox = outbox
         return delivery
     delivery.server = f"{settings.host}:{settings.port}"
@@ -234,28 +256,39 @@ def send_reset_links(settings: MailSettings, password: Secret | str | None, mess
         except (OSError, smtplib.SMTPException) as exc:
             raise MailError(f"the mail server {settings.host}:{settings.port} failed before sending "
                             f"({type(exc).__name__}: {_scrub(str(exc), messages)}); no message was sent") from None
-        for m in messages:
+        for i, m in enumerate(messages):
             if cancelled():
                 break
+            lost = False
             try:
                 smtp.send_message(_message(settings, m, library))
                 delivery.sent.append(m.patron_id)
             except smtplib.SMTPRecipientsRefused:
-                delivery.failed.append((m.patron_id, f"the mail server refused the address {m.to}"))
-            except (OSError, smtplib.SMTPException) as exc:
-                delivery.failed.append((m.patron_id, f"not sent: {type(exc).__name__}: "
-                                        f"{_scrub(str(exc), messages)}"))
-                if isinstance(exc, (OSError, smtplib.SMTPServerDisconnected)):
-                    # the connection is gone: the rest are not sent either
-                    for rest in messages[messages.index(m) + 1:]:
-                        delivery.failed.append((rest.patron_id, "not sent: the mail server connection was lost"))
-                    break
+                delivery.failed.append((m.patron_id, "the mail server refused the address"))
+            except smtplib.SMTPResponseException as exc:      # sender or content refused, or 421 closing
+                lost = exc.smtp_code == 421
+                delivery.failed.append((m.patron_id, f"the mail server refused the message "
+                                        f"({exc.smtp_code} {_scrub(_text(exc.smtp_error), messages)})"))
+            except (OSError, smtplib.SMTPException) as exc:   # SMTPServerDisconnected, a socket error
+                lost = True
+                delivery.failed.append((m.patron_id, f"the mail server connection was lost "
+                                        f"({type(exc).__name__}: {_scrub(str(exc), messages)})"))
+            if lost:   # the connection is gone: the rest are not sent either
+                for rest in messages[i + 1:]:
+                    delivery.failed.append((rest.patron_id, "the mail server connection was lost first"))
+                tick()
+                break
+            tick()
     finally:
         try:
             smtp.quit()
         except (OSError, smtplib.SMTPException):
             smtp.close()
     return delivery
+
+
+def _text(value) -> str:
+    return value.decode("utf-8", "replace") if isinstance(value, bytes) else str(value)
 
 
 def send_test(settings: MailSettings, password: Secret | str | None, to: str, *, outbox: Path) -> str:

@@ -43,6 +43,7 @@ import json
 import re
 import secrets
 import unicodedata
+from dataclasses import dataclass, field
 from datetime import date, timedelta
 from pathlib import Path
 from typing import Literal
@@ -58,6 +59,7 @@ from patron_tui.services.utilities.base import (
     SYSTEM_REASON, Plan, Skip, Utility, UtilityError, change, patron_name, patron_rows, register, skip,
 )
 from patron_tui.store import ChangesetWriter
+from patron_tui.store.db import DatabaseBusy
 
 LINK_DAYS = 7
 MUST_CHANGE = "must-change"
@@ -336,18 +338,20 @@ class ResetPatronAccounts(Utility):
         return Plan(selected=len(ids), changes=changes, skipped=skipped, notes=notes, column="Account",
                     data={"usernames": {str(k): v for k, v in wanted.items()}})
 
-    def apply(self, writer: ChangesetWriter, plan: Plan, options: ResetOptions, ctx) -> None:
+    def apply(self, writer: ChangesetWriter, plan: Plan, options: ResetOptions, ctx) -> "_Pending | None":
         conn = writer.conn
         ids = [c.patron_id for c in plan.changes]
         if not ids:
-            return
-        rows = {r["id"]: r for r in patron_rows(conn, ids, ["email", "email2", "username"])}
+            return None
+        rows = {r["id"]: r for r in patron_rows(conn, ids, ["email", "email2", "username", "password_hash",
+                                                            "updated_at"])}
         updates: dict[int, dict] = {pid: {} for pid in ids}
         if options.username_by != "no_change":
             for pid in ids:
                 value = plan.data["usernames"][str(pid)]
                 if (rows[pid]["username"] or "") != value:
                     updates[pid]["username"] = value
+        pending = None
         if options.password_by == "last_name":
             for i, pid in enumerate(ids, 1):
                 pw, flag = last_name_password(rows[pid]["last_name"])
@@ -356,46 +360,126 @@ class ResetPatronAccounts(Utility):
                     ctx.check_cancelled()
                     ctx.progress(i, len(ids))
         elif options.password_by == "email_link":
-            failed = self._send_links(conn, writer, plan, rows, updates, ctx)
-            for pid in failed:
-                updates.pop(pid, None)
+            pending = self._links(conn, plan, rows, updates)
         writer.update_many("patrons", [(pid, {**u, "updated_at": writer.ts}) for pid, u in updates.items() if u])
+        if pending is not None:
+            for pid, u in updates.items():
+                pending.after[pid] = {**u, "updated_at": writer.ts}
+                pending.before[pid] = {c: rows[pid][c] for c in pending.after[pid]}
+        return pending
 
-    def _send_links(self, conn, writer, plan: Plan, rows, updates, ctx) -> set[int]:
+    def _links(self, conn, plan: Plan, rows, updates) -> "_Pending":
+        """A token per patron: its hash goes into the password (in the transaction), its link
+        into a message sent by `after_commit` once the transaction has committed."""
         settings = mail.load_settings(conn)
         db_path = Path(conn.execute("PRAGMA database_list").fetchone()["file"])
         expires = date.today() + timedelta(days=LINK_DAYS)
         sep = "&" if "?" in settings.reset_url else "?"
-        messages = []
+        pending = _Pending(settings=settings, db_path=db_path)
         for c in plan.changes:
             r = rows[c.patron_id]
             token = secrets.token_urlsafe(32)
-            messages.append(mail.ResetMessage(
+            pending.messages.append(mail.ResetMessage(
                 patron_id=c.patron_id, barcode=r["barcode"], name=" ".join(
                     x for x in (r["first_name"], r["last_name"]) if x) or "library patron",
                 to=first_email(r), link=Secret(f"{settings.reset_url}{sep}token={quote(token)}"),
                 expires=expires.isoformat()))
             updates[c.patron_id]["password_hash"] = reset_record(token, expires)
+        return pending
+
+    def after_commit(self, ctx, plan: Plan, options: ResetOptions, data: "_Pending") -> None:
+        """Send the reset links, the write lock released. A patron whose message was not sent
+        (refused, connection lost, cancelled, server unreachable) gets the password and username
+        it had back, in a second short transaction of the same run (undo covers both), and an
+        error line; the others keep their new state."""
+        pending = data
+        settings, total = pending.settings, len(pending.messages)
+        by_id = {c.patron_id: c for c in plan.changes}
+        ctx.progress(0, total, force=True)
+        last_info = [0]
+
+        def progress(done: int, of: int) -> None:
+            ctx.progress(done, of)
+            if done // 100 > last_info[0] // 100:
+                ctx.info(f"Reset messages: {done} of {of} done.", code="sending")
+            last_info[0] = done
+
         try:
             delivery = mail.send_reset_links(
-                settings, mail.get_password(db_path) if settings.user else None, messages,
-                outbox=mail.outbox_path(db_path), cancelled=(lambda: ctx.cancelled) if ctx else (lambda: False))
+                settings, mail.get_password(pending.db_path) if settings.user else None, pending.messages,
+                outbox=mail.outbox_path(pending.db_path), cancelled=lambda: ctx.cancelled, progress=progress)
         except mail.MailError as exc:
-            raise RunFailed(f"{exc}. Nothing was changed.") from None
-        failed = {pid for pid, _ in delivery.failed}
+            # nothing was sent: everyone gets their password back, and the run fails saying why once
+            left = self._put_back(ctx, plan, pending, {m.patron_id: "the reset link was not sent"
+                                                       for m in pending.messages}, by_id)
+            tail = ("every password is unchanged" if not left else
+                    f"{total - left} passwords are unchanged; {left} could not be put back (see the errors)")
+            raise RunFailed(f"{exc}: {tail}.") from None
+        except Exception as exc:   # a failure of our own while sending: who got a link is unknown
+            reason = f"the reset link may not have been sent (the sending stopped: {type(exc).__name__})"
+            self._put_back(ctx, plan, pending, {m.patron_id: reason for m in pending.messages}, by_id)
+            raise RunFailed(f"Sending the reset links stopped ({type(exc).__name__}): every password is put "
+                            "back as it was, so a link already sent does not work; run the reset again.") from None
+        ctx.progress(total, total, force=True)
         sent = set(delivery.sent)
-        by_id = {c.patron_id: c for c in plan.changes}
-        for pid, reason in delivery.failed:
-            c = by_id[pid]
-            plan.errors.append(Skip(patron_id=pid, barcode=c.barcode, name=c.name, reason=reason))
-        for c in plan.changes:   # cancelled part-way: the unsent are not changed either
-            if c.patron_id not in sent and c.patron_id not in failed:
-                plan.errors.append(Skip(patron_id=c.patron_id, barcode=c.barcode, name=c.name,
-                                        reason="not sent: the run was cancelled"))
-                failed.add(c.patron_id)
+        to = {m.patron_id: m.to for m in pending.messages}
+        unsent = {pid: f"the reset link could not be sent to {to[pid]} ({reason})"
+                  for pid, reason in delivery.failed}
+        cancelled = [m.patron_id for m in pending.messages if m.patron_id not in sent and m.patron_id not in unsent]
+        for pid in cancelled:
+            unsent[pid] = "the reset link was not sent: the run was cancelled while sending"
+        if unsent:
+            self._put_back(ctx, plan, pending, unsent, by_id)
+        if cancelled:
+            ctx.warning(f"Cancelled while sending: {len(sent)} reset messages were sent; the {len(cancelled)} "
+                        "patrons not yet sent keep the password they had.", code="cancelled_sending")
+            plan.notes.append(f"The run was cancelled while sending: {len(cancelled)} patrons were not sent a "
+                              "reset link; their passwords are unchanged.")
         if delivery.outbox is not None:
             plan.notes.append(f"No mail server is configured: the {len(sent)} reset messages were written to "
                               f"the outbox folder {delivery.outbox}; send them from there.")
         else:
             plan.notes.append(f"{len(sent)} reset messages were sent through {delivery.server}.")
-        return failed
+
+    def _put_back(self, ctx, plan: Plan, pending: "_Pending", reasons: dict[int, str], by_id) -> int:
+        """Give each patron in `reasons` the values it had before this run (the before-image), in
+        one write transaction of the run; a patron changed by someone else since is left as it is.
+        Appends each to plan.errors; returns how many could not be put back."""
+        ids = sorted(reasons)
+        left: dict[int, str] = {}
+        try:
+            with ctx.writer() as w:
+                current = {r["id"]: r for r in w.conn.execute(
+                    "SELECT id, password_hash, username, updated_at FROM patrons"
+                    " WHERE id IN (SELECT value FROM json_each(?))", (json.dumps(ids),))}
+                items = []
+                for pid in ids:
+                    cur, after = current.get(pid), pending.after.get(pid, {})
+                    if cur is None or any(cur[c] != v for c, v in after.items()):
+                        left[pid] = "it was changed again since this run wrote it, so it was left as it is"
+                        continue
+                    items.append((pid, dict(pending.before[pid])))
+                w.update_many("patrons", items)
+        except DatabaseBusy:
+            left = {pid: "the database stayed busy, so it could not be put back" for pid in ids}
+        run = f"undo run {ctx.run_id} to put it back"
+        for pid in ids:
+            c = by_id[pid]
+            if pid in left:
+                reason = f"{reasons[pid]}; the password was NOT put back ({left[pid]}): {run}"
+            else:
+                reason = f"{reasons[pid]}; the password is unchanged"
+            plan.errors.append(Skip(patron_id=pid, barcode=c.barcode, name=c.name, reason=reason))
+        return len(left)
+
+
+@dataclass
+class _Pending:
+    """What a Reset Patron Accounts run sends after its commit: the messages (links are
+    Secrets), and each patron's changed columns before and after (hashes, never a token)."""
+
+    settings: mail.MailSettings
+    db_path: Path
+    messages: list[mail.ResetMessage] = field(default_factory=list)
+    before: dict[int, dict] = field(default_factory=dict, repr=False)
+    after: dict[int, dict] = field(default_factory=dict, repr=False)

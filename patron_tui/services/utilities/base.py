@@ -163,8 +163,17 @@ class Utility:
     def plan(self, conn: sqlite3.Connection, ids: list[int], options: BaseModel, operator: str) -> Plan:
         raise NotImplementedError
 
-    def apply(self, writer: ChangesetWriter, plan: Plan, options: BaseModel, ctx: RunContext | None) -> None:
+    def apply(self, writer: ChangesetWriter, plan: Plan, options: BaseModel, ctx: RunContext | None) -> Any:
+        """Write the plan's changes (in the run's write transaction). Return anything but None
+        to have `after_commit` called with it once the transaction has committed."""
         raise NotImplementedError
+
+    def after_commit(self, ctx: RunContext, plan: Plan, options: BaseModel, data: Any) -> None:
+        """Work that must not hold the write lock (sending mail), after the run's transaction
+        committed, with what `apply()` returned; never for a run that failed or was cancelled
+        before its commit, nor for a preview. A change it cannot complete: put it back with
+        `ctx.writer()` (the same run, so its undo covers both) and append the patron to
+        `plan.errors`; the "changed" lines of such a run are written after this returns."""
 
     def heading(self, terms: Terms) -> tuple[str, str]:
         return terms.apply(self.title), terms.apply(self.description)
@@ -474,17 +483,33 @@ def run_utility(ctx: RunContext, name: str, selections: Selections, options: Bas
         if expected and plan.fingerprint != expected:
             raise RunFailed(_refused_since(expected, plan.fingerprint))
         ctx.check_cancelled()
-        util.apply(w, plan, options, ctx)
+        pending = util.apply(w, plan, options, ctx)
         ctx.check_cancelled()
         failed = {e.patron_id for e in plan.errors}
         done = [c for c in plan.changes if c.patron_id not in failed]
-        ctx.messages(EventKind.INFO, [
+        changed_lines = lambda: [   # noqa: E731
             (f"{c.name}: {c.before or '(blank)'} -> {c.after or '(blank)'}", "changed", c.row_id, c.barcode,
-             c.patron_id) for c in done], conn=conn)
+             c.patron_id) for c in done]
+        if pending is None:
+            ctx.messages(EventKind.INFO, changed_lines(), conn=conn)
         ctx.messages(EventKind.SKIPPED, [
             (f"{s.name}: {s.reason}", "skipped", None, s.barcode, s.patron_id) for s in plan.skipped], conn=conn)
         ctx.messages(EventKind.ERROR, [
             (f"{s.name}: {s.reason}", "not_changed", None, s.barcode, s.patron_id) for s in plan.errors], conn=conn)
+    if pending is not None:   # committed: now the work that must not hold the write lock
+        n = len(plan.errors)
+        try:
+            util.after_commit(ctx, plan, options, pending)
+        finally:
+            late = plan.errors[n:]
+            undone = {e.patron_id for e in late}
+            done = [c for c in done if c.patron_id not in undone]
+            ctx.messages(EventKind.INFO, changed_lines())
+            ctx.messages(EventKind.ERROR, [
+                (f"{s.name}: {s.reason}", "not_changed", None, s.barcode, s.patron_id) for s in late])
+            ctx.summary.update({"utility": util.name, "changed": len(done), "skipped": len(plan.skipped),
+                                "errors": len(plan.errors), "selected": plan.selected, "notes": plan.notes,
+                                "column": plan.column})
     for note in plan.notes:
         ctx.info(note, code="note")
     ctx.progress(len(ids), len(ids), force=True)
