@@ -121,3 +121,50 @@ def test_cli_mail_settings_need_the_manage_patrons_permission(tmp_path: Path, ca
     # reading the settings needs no permission, and shows no password
     assert main(["--db", str(store.path), "mail-settings"]) == 0
     assert "password: none" in capsys.readouterr().out
+
+
+# -- failures part-way, cancelling, progress -----------------------------------------------------------
+
+def _settings(port: int) -> mail.MailSettings:
+    return mail.MailSettings(host="127.0.0.1", port=port, starttls=False, from_address="lib@school.test")
+
+
+def test_a_refused_address_fails_that_patron_only(tmp_path: Path):
+    seen = []
+    with smtp_server(refuse={"p2@school.test"}, refuse_data={"p3@school.test"}) as (port, received):
+        delivery = mail.send_reset_links(_settings(port), None, _messages(4), outbox=tmp_path / "o",
+                                         progress=lambda done, total: seen.append((done, total)))
+    assert sorted(delivery.sent) == [1, 4]
+    assert dict(delivery.failed) == {2: "the mail server refused the address",
+                                     3: "the mail server refused the message (554 5.6.0 message refused)"}
+    assert sorted(r.rcpt_tos[0] for r in received) == ["p1@school.test", "p4@school.test"]
+    assert seen == [(1, 4), (2, 4), (3, 4), (4, 4)]
+    assert "TOKEN" not in repr(delivery)
+
+
+def test_a_connection_that_drops_fails_the_rest(tmp_path: Path):
+    with smtp_server(drop_after=2) as (port, received):
+        delivery = mail.send_reset_links(_settings(port), None, _messages(5), outbox=tmp_path / "o")
+    assert delivery.sent == [1, 2] and len(received) == 2
+    assert [pid for pid, _ in delivery.failed] == [3, 4, 5]
+    assert "the mail server connection was lost" in delivery.failed[0][1]
+    assert all(reason == "the mail server connection was lost first" for _, reason in delivery.failed[1:])
+    assert "TOKEN" not in repr(delivery)
+
+
+def test_cancelling_stops_before_the_next_message(tmp_path: Path):
+    asked = []
+
+    def cancelled() -> bool:
+        asked.append(1)
+        return len(asked) > 2        # two messages go, then the operator cancels
+
+    with smtp_server() as (port, received):
+        delivery = mail.send_reset_links(_settings(port), None, _messages(4), outbox=tmp_path / "o",
+                                         cancelled=cancelled)
+    assert delivery.sent == [1, 2] and not delivery.failed and len(received) == 2
+    # the outbox likewise
+    asked.clear()
+    delivery = mail.send_reset_links(mail.MailSettings(), None, _messages(4), outbox=tmp_path / "o",
+                                     cancelled=cancelled)
+    assert delivery.sent == [1, 2] and len(list((tmp_path / "o").glob("*.eml"))) == 2

@@ -5,6 +5,7 @@ security levels, permissions), hashed passwords, reset links through a real loca
 from __future__ import annotations
 
 import logging
+import threading
 from datetime import date, timedelta
 from pathlib import Path
 
@@ -20,7 +21,7 @@ from patron_tui.services.utilities.accounts import (
 from patron_tui.store import ChangesetWriter, Store
 from tests.conftest import district
 from tests.smtp_helpers import smtp_server
-from tests.utilities_helpers import add_operator, preview_then_run, run
+from tests.utilities_helpers import add_operator, ids_by_barcode, preview_then_run, run
 
 P = [
     # barcode, last, first, nickname, email, email2, policy, group, username
@@ -274,11 +275,210 @@ def test_reset_link_needs_the_reset_page_address(store):
     conn.close()
 
 
-def test_an_unreachable_server_fails_the_run_and_changes_nothing(store):
+def test_an_unreachable_server_fails_the_run_and_puts_every_password_back(store, caplog):
     from tests.smtp_helpers import free_port
 
+    caplog.set_level(logging.DEBUG)
     _configure(store, host="127.0.0.1", port=free_port(), starttls=False)
+    before = rows(store)
     handle = run(store, "reset-patron-accounts", NINE, {"password_by": "email_link", "username_by": "barcode"})
-    assert handle.status.value == "failed" and "cannot be reached" in handle.error
+    assert handle.status.value == "failed"
+    assert "cannot be reached" in handle.error and "every password is unchanged" in handle.error
+    assert rows(store) == before          # passwords, usernames, updated_at: as they were
+    assert handle.summary["changed"] == 0 and handle.summary["errors"] == 5
+    conn = store.connect()
+    try:
+        rep = U.report(conn, handle.run_id)
+        texts = [r[0] for r in conn.execute("SELECT text FROM run_messages WHERE run_id = ?", (handle.run_id,))]
+        # the change and its putting back: both in this run's journal
+        assert conn.execute("SELECT count(*) FROM change_journal WHERE run_id = ?", (handle.run_id,)).fetchone()[0] >= 2
+    finally:
+        conn.close()
+    assert sorted(e.barcode for e in rep.errors) == ["A1", "A2", "A3", "A5", "A6"]
+    assert {e.reason for e in rep.errors} == {"the reset link was not sent; the password is unchanged"}
+    assert sum("cannot be reached" in t for t in texts) == 1        # said once
+    assert not any("changed" in t and " -> " in t for t in texts)
+    _no_secret_anywhere(store, handle.run_id, ["token="], _our_log(caplog))
+
+
+# -- reset links: sent after the commit ----------------------------------------------------------------
+
+def _start(store, options, *, fingerprint=None):
+    from patron_tui.runs import RunEngine
+
+    engine = RunEngine(store, pool_size=1)
+    return engine, U.start_utility(engine, store, "tester", "reset-patron-accounts", NINE, options,
+                                   fingerprint=fingerprint)
+
+
+def test_the_database_is_not_locked_while_the_links_are_sent(store):
+    from patron_tui.store.db import BUSY_TIMEOUT_MS  # noqa: F401  (the project's 15 s; ours is short)
+
+    arrived, release = threading.Event(), threading.Event()
+    with smtp_server(arrived=arrived, release=release) as (port, received):
+        _configure(store, host="127.0.0.1", port=port, starttls=False)
+        engine, handle = _start(store, {"password_by": "email_link"})
+        try:
+            assert arrived.wait(30), "no message reached the server"
+            # the server holds the first message; another program writes meanwhile
+            conn = store.connect()
+            try:
+                conn.execute("PRAGMA busy_timeout = 200")
+                with ChangesetWriter(conn, operator="other", run_id=None) as w:
+                    w.update("patrons", ids_by_barcode(store)["X9"], {"nickname": "Danny"})
+                # the run's transaction committed before the sending began
+                assert conn.execute("SELECT password_hash FROM patrons WHERE barcode = 'A1'").fetchone()[0] \
+                    .startswith("reset-link$")
+            finally:
+                conn.close()
+        finally:
+            release.set()
+            handle.wait()
+            engine.shutdown(cancel_running=False)
+    assert handle.status.value == "succeeded", handle.error
+    assert handle.summary["changed"] == 5 and len(received) == 5
+    assert rows(store)["X9"]["nickname"] == "Danny"
+
+
+def _our_log(caplog) -> str:
+    """What the program logged: everything but the test SMTP server's own log ("mail.log", which
+    echoes each message it receives, links included)."""
+    return "\n".join(f"{r.name} {r.getMessage()} {r.exc_text or ''}" for r in caplog.records
+                     if not r.name.startswith("mail.log"))
+
+
+def _tokens(received) -> list[str]:
+    out = []
+    for r in received:
+        link = next(line.strip() for line in r.body.splitlines() if line.strip().startswith("https://"))
+        out += [link, link.split("token=", 1)[1]]
+    return out
+
+
+def test_a_refused_address_gets_its_password_back_and_undo_restores_everything(store, caplog):
+    from patron_tui.runs import RunEngine
+    from patron_tui.services.undo import start_undo
+
+    caplog.set_level(logging.DEBUG)
+    before = rows(store)
+    with smtp_server(refuse={"zoe@school.test"}) as (port, received):
+        _configure(store, host="127.0.0.1", port=port, starttls=False)
+        plan, pv, handle = preview_then_run(store, "reset-patron-accounts", NINE,
+                                            {"password_by": "email_link", "username_by": "barcode"})
+    assert handle.summary["changed"] == 4 and handle.summary["errors"] == 1
+    # the others got exactly one message each, and keep their new state
+    assert sorted(r.rcpt_tos for r in received) == [["ann@school.test"], ["darla@school.test"],
+                                                    ["dave2@home.test"], ["sam@school.test"]]
     got = rows(store)
-    assert got["A1"]["password_hash"] == "scrypt$old" and got["A1"]["username"] is None
+    for b in ("A1", "A2", "A5", "A6"):
+        assert got[b]["password_hash"].startswith("reset-link$") and got[b]["username"] == b
+    # the refused patron: password and username as they were
+    assert got["A3"]["password_hash"] == "scrypt$old" and got["A3"]["username"] == "zobr"
+    assert got["A3"]["updated_at"] == before["A3"]["updated_at"]
+    conn = store.connect()
+    try:
+        rep = U.report(conn, handle.run_id)
+        import io
+
+        out = io.StringIO()
+        U.report_csv(conn, handle.run_id, out)
+    finally:
+        conn.close()
+    assert rep.changed == 4
+    assert [(e.barcode, e.reason) for e in rep.errors] == [
+        ("A3", "the reset link could not be sent to zoe@school.test (the mail server refused the address); "
+               "the password is unchanged")]
+    lines = out.getvalue().splitlines()
+    assert sum(line.startswith("changed,") for line in lines) == 4
+    assert [line.split(",")[1] for line in lines if line.startswith("error,")] == ["A3"]
+    assert not any(line.startswith("changed,A3") for line in lines)
+    _no_secret_anywhere(store, handle.run_id, _tokens(received) + ["token="], _our_log(caplog))
+    # undo of the run covers both transactions: everyone is back as before
+    engine = RunEngine(store, pool_size=1)
+    try:
+        undo = start_undo(engine, store, "tester", handle.run_id)
+        undo.wait()
+    finally:
+        engine.shutdown(cancel_running=False)
+    assert undo.status.value == "succeeded", undo.error
+    after = rows(store)
+    assert {b: (r["password_hash"], r["username"]) for b, r in after.items()} == \
+        {b: (r["password_hash"], r["username"]) for b, r in before.items()}
+
+
+def test_a_connection_lost_part_way_puts_back_the_unsent(store):
+    with smtp_server(drop_after=2) as (port, received):
+        _configure(store, host="127.0.0.1", port=port, starttls=False)
+        plan, pv, handle = preview_then_run(store, "reset-patron-accounts", NINE, {"password_by": "email_link"})
+    assert len(received) == 2 and handle.summary["changed"] == 2 and handle.summary["errors"] == 3
+    sent = {r.rcpt_tos[0] for r in received}
+    email = {"A1": "darla@school.test", "A2": "dave2@home.test", "A3": "zoe@school.test",
+             "A5": "sam@school.test", "A6": "ann@school.test"}
+    got = rows(store)
+    for b, address in email.items():
+        assert got[b]["password_hash"].startswith("reset-link$") == (address in sent), b
+    conn = store.connect()
+    rep = U.report(conn, handle.run_id)
+    conn.close()
+    assert len(rep.errors) == 3
+    assert all("connection was lost" in e.reason and e.reason.endswith("; the password is unchanged")
+               for e in rep.errors)
+
+
+def test_cancelling_while_sending_stops_and_puts_back_the_unsent(store):
+    arrived, release = threading.Event(), threading.Event()
+    with smtp_server(arrived=arrived, release=release) as (port, received):
+        _configure(store, host="127.0.0.1", port=port, starttls=False)
+        engine, handle = _start(store, {"password_by": "email_link"})
+        try:
+            assert arrived.wait(30)
+            handle.cancel()          # while the first message is at the server
+            release.set()
+            handle.wait()
+        finally:
+            release.set()
+            engine.shutdown(cancel_running=False)
+    assert handle.status.value == "succeeded", handle.error
+    assert len(received) == 1 and handle.summary["changed"] == 1 and handle.summary["errors"] == 4
+    got = rows(store)
+    assert sum(r["password_hash"].startswith("reset-link$") for r in got.values()) == 1
+    assert sum(r["password_hash"] == "scrypt$old" for r in got.values()) == 6
+    conn = store.connect()
+    try:
+        rep = U.report(conn, handle.run_id)
+        warnings = [r[0] for r in conn.execute(
+            "SELECT text FROM run_messages WHERE run_id = ? AND level = 'warning'", (handle.run_id,))]
+    finally:
+        conn.close()
+    assert {e.reason for e in rep.errors} == {
+        "the reset link was not sent: the run was cancelled while sending; the password is unchanged"}
+    assert any("Cancelled while sending" in w for w in warnings)
+    assert any("cancelled while sending" in n for n in rep.notes)
+
+
+def test_progress_and_an_info_line_per_hundred_messages(tmp_path):
+    from patron_tui.models import EventKind
+    from patron_tui.runs import RunEngine
+
+    store = district(tmp_path / "big.db", [
+        {"barcode": f"B{i:03d}", "site": "HS", "last_name": f"Pat{i}", "first_name": "A", "grade": "9",
+         "email": f"b{i}@school.test", "security_group": "STUDENT", "policy": "STUDENT"} for i in range(250)])
+    _configure(store)        # no server: the outbox
+    events = []
+    engine = RunEngine(store, pool_size=1)
+    engine.subscribe(events.append)
+    try:
+        handle = U.start_utility(engine, store, "tester", "reset-patron-accounts", NINE,
+                                 {"password_by": "email_link"}, fingerprint=None)
+        handle.wait()
+    finally:
+        engine.shutdown(cancel_running=False)
+    assert handle.status.value == "succeeded", handle.error
+    assert handle.summary["changed"] == 250
+    conn = store.connect()
+    texts = [r[0] for r in conn.execute("SELECT text FROM run_messages WHERE run_id = ? AND code = 'sending'",
+                                        (handle.run_id,))]
+    conn.close()
+    assert texts == ["Reset messages: 100 of 250 done.", "Reset messages: 200 of 250 done."]
+    assert any(e.kind == EventKind.PROGRESS and e.total == 250 and e.done == 250 for e in events)
+    assert len(list(mail.outbox_path(store.path).glob("*.eml"))) == 250
