@@ -33,6 +33,17 @@ and the link, for LINK_DAYS days, lets the patron choose a new one. The mail goe
 SMTP server of services/mail.py, or into the outbox folder beside the database when none is
 configured (the report says so). No password, token or link is ever written to a message, the
 report, an exception or the journal (which holds hashes only).
+
+The links are sent after the run's write transaction has committed (`after_commit`), so a long
+SMTP conversation never holds the database's write lock. A patron whose message is not delivered
+(the server refuses the address or the message, the connection drops, the operator cancels
+while sending) gets the password and username it had back in a second short transaction of the
+same run (undoing the run covers both) and an error line "the reset link could not be sent to
+...; the password is unchanged"; the summary counts them as errors, not changed. A server that
+cannot be reached puts everyone back and fails the run, saying why once. A patron changed by
+someone else between the two transactions is left as it is (its error line says to undo the run).
+If the program stops between the commit and the end of the sending, the unsent patrons keep a
+reset link they never got: undoing the run puts them back.
 """
 
 from __future__ import annotations

@@ -164,8 +164,8 @@ class Utility:
         raise NotImplementedError
 
     def apply(self, writer: ChangesetWriter, plan: Plan, options: BaseModel, ctx: RunContext | None) -> Any:
-        """Write the plan's changes (in the run's write transaction). Return anything but None
-        to have `after_commit` called with it once the transaction has committed."""
+        """Write the plan's changes (in the run's write transaction). A utility that overrides
+        `after_commit` returns what it needs (not None) to have it called once the transaction committed."""
         raise NotImplementedError
 
     def after_commit(self, ctx: RunContext, plan: Plan, options: BaseModel, data: Any) -> None:
@@ -484,6 +484,8 @@ def run_utility(ctx: RunContext, name: str, selections: Selections, options: Bas
             raise RunFailed(_refused_since(expected, plan.fingerprint))
         ctx.check_cancelled()
         pending = util.apply(w, plan, options, ctx)
+        if type(util).after_commit is Utility.after_commit:
+            pending = None     # no after-commit work (an apply() that returns a count, say)
         ctx.check_cancelled()
         failed = {e.patron_id for e in plan.errors}
         done = [c for c in plan.changes if c.patron_id not in failed]
