@@ -37,7 +37,7 @@ from patron_tui.services.imports.converter import (
 )
 from patron_tui.services.imports.properties import PropertiesError, parse_properties
 from patron_tui.textsafe import visible
-from patron_tui.ui.screens.query_dialogs import DIALOG_CSS, ConfirmScreen
+from patron_tui.ui.screens.query_dialogs import DIALOG_CSS, ConfirmScreen, PathScreen
 
 NOT_IMPORTED = "(not imported)"
 ENCODING_CHOICES = ("utf-8", "utf-8-sig", "windows-1252", "mac-roman", "iso-8859-1", "utf-16")
@@ -167,32 +167,14 @@ class EncodingScreen(ModalScreen["str | None"]):
             self.dismiss(str(event.value))
 
 
-class SavePathScreen(ModalScreen["Path | None"]):
+class SavePathScreen(PathScreen):
     """Ask where the properties file goes."""
 
-    BINDINGS = [Binding("escape", "dismiss(None)", "Cancel")]
     DEFAULT_CSS = DIALOG_CSS.format(name="SavePathScreen")
 
     def __init__(self, default: Path) -> None:
-        super().__init__()
-        self.default = default
-
-    def compose(self) -> ComposeResult:
-        with Vertical(id="save-path-frame"):
-            yield Label(Content("Properties file:"))
-            yield Input(value=str(self.default), id="save-path", compact=True)
-            yield Static(Content("Enter saves · Esc cancels"), classes="dialog-help")
-
-    def on_mount(self) -> None:
-        self.query_one("#save-path-frame").border_title = Content("Save properties file")
-        self.query_one(Input).focus()
-
-    def on_input_submitted(self, event: Input.Submitted) -> None:
-        value = event.value.strip()
-        if not value:
-            self.notify("Name the file to write.", severity="warning", markup=False)
-            return
-        self.dismiss(Path(value).expanduser())
+        super().__init__(default, title="Save properties file", frame_id="save-path-frame", input_id="save-path",
+                         label="Properties file:", keys="Enter saves · Esc cancels")
 
 
 class PreviewScreen(Screen[None]):

@@ -23,14 +23,14 @@ from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.containers import Horizontal, Vertical
 from textual.content import Content
-from textual.screen import ModalScreen, Screen
+from textual.screen import Screen
 from textual.suggester import Suggester
 from textual.widgets import Button, Checkbox, Footer, Input, Label, ProgressBar, Select, Static
 
 from patron_tui.services.imports.engine import IMPORT_KIND, MODES, run_import
 from patron_tui.services.imports.properties import PropertiesError, load_properties
 from patron_tui.textsafe import visible
-from patron_tui.ui.screens.query_dialogs import DIALOG_CSS
+from patron_tui.ui.screens.query_dialogs import DIALOG_CSS, AskScreen
 from patron_tui.ui.widgets.log_pane import LogPane
 
 FROM_PROPERTIES = "from-properties"
@@ -140,7 +140,7 @@ class MarkedCheckbox(Checkbox):
         return super()._button
 
 
-class CancelRunScreen(ModalScreen[bool]):
+class CancelRunScreen(AskScreen):
     """Cancel the running import? y cancels, n or Escape keeps it running."""
 
     BINDINGS = [
@@ -149,20 +149,15 @@ class CancelRunScreen(ModalScreen[bool]):
         Binding("escape", "dismiss(False)", "Keep running", show=False),
     ]
     DEFAULT_CSS = DIALOG_CSS.format(name="CancelRunScreen")
+    FRAME_ID = "cancel-frame"
 
     def __init__(self, run_id: int, title: str) -> None:
-        super().__init__()
+        super().__init__("Cancel the import",
+                         f"Cancel run {run_id}, {visible(title)}?\n"
+                         "Nothing it was writing is kept (the import is one transaction).",
+                         "y cancels the run · n or Esc keeps it running")
         self.run_id = run_id
         self.run_title = title
-
-    def compose(self) -> ComposeResult:
-        with Vertical(id="cancel-frame"):
-            yield Static(Content(f"Cancel run {self.run_id}, {visible(self.run_title)}?\n"
-                                 "Nothing it was writing is kept (the import is one transaction)."))
-            yield Static(Content("y cancels the run · n or Esc keeps it running"), classes="dialog-help")
-
-    def on_mount(self) -> None:
-        self.query_one("#cancel-frame").border_title = Content("Cancel the import")
 
 
 class RunWatcher:

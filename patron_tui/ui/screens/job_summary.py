@@ -19,13 +19,12 @@ from rich.text import Text
 from textual import work
 from textual.app import ComposeResult
 from textual.binding import Binding
-from textual.containers import Vertical
 from textual.content import Content
 from textual.geometry import Size
-from textual.screen import ModalScreen, Screen
+from textual.screen import Screen
 from textual.scroll_view import ScrollView
 from textual.strip import Strip
-from textual.widgets import DataTable, Footer, Input, Label, Static, TabbedContent, TabPane
+from textual.widgets import DataTable, Footer, Static, TabbedContent, TabPane
 
 from patron_tui.services.imports.conflicts import (
     CONFLICT_KIND,
@@ -41,7 +40,7 @@ from patron_tui.services.run_history import summary_lines
 from patron_tui.services.undo import undone_by
 from patron_tui.textsafe import visible
 from patron_tui.ui.screens.conflict_dialog import ConflictChoice, ConflictScreen
-from patron_tui.ui.screens.query_dialogs import DIALOG_CSS
+from patron_tui.ui.screens.query_dialogs import DIALOG_CSS, PathScreen
 
 # filter name -> (levels shown, label)
 FILTERS: dict[str, tuple[frozenset[str], str]] = {
@@ -115,35 +114,15 @@ class MessageView(ScrollView, can_focus=True):
         return strip.crop(scroll_x, scroll_x + width).extend_cell_length(width, base).apply_style(base)
 
 
-class ExportMessagesScreen(ModalScreen["Path | None"]):
+class ExportMessagesScreen(PathScreen):
     """Ask where the messages CSV goes."""
 
-    BINDINGS = [Binding("escape", "dismiss(None)", "Cancel")]
     DEFAULT_CSS = DIALOG_CSS.format(name="ExportMessagesScreen")
 
     def __init__(self, default: Path, what: str) -> None:
-        super().__init__()
-        self.default = default
+        super().__init__(default, title="Export messages", frame_id="export-msg-frame", input_id="export-msg-path",
+                         help_text=f"Exports {what} as CSV: line, barcode, level, code, text.")
         self.what = what
-
-    def compose(self) -> ComposeResult:
-        with Vertical(id="export-msg-frame"):
-            yield Static(Content(f"Exports {self.what} as CSV: line, barcode, level, code, text."),
-                         classes="dialog-help")
-            yield Label(Content("File:"))
-            yield Input(value=str(self.default), id="export-msg-path", compact=True)
-            yield Static(Content("Enter writes · Esc cancels"), classes="dialog-help")
-
-    def on_mount(self) -> None:
-        self.query_one("#export-msg-frame").border_title = Content("Export messages")
-        self.query_one(Input).focus()
-
-    def on_input_submitted(self, event: Input.Submitted) -> None:
-        value = event.value.strip()
-        if not value:
-            self.notify("Name the file to write.", severity="warning", markup=False)
-            return
-        self.dismiss(Path(value).expanduser())
 
 
 def _yes(value: object) -> str:

@@ -1,4 +1,6 @@
-"""Dialogs of the Patrons section: save a set, the saved sets, export, help, confirm.
+"""Dialogs of the Patrons section: save a set, the saved sets, export, help, confirm; and
+two the other sections build theirs from: a yes/no question (`AskScreen`) and the file-path
+prompt (`PathScreen`) of their "write a file" dialogs.
 
 Each is a `ModalScreen[T]` that returns what the operator chose through
 `dismiss`; the Patrons screen does the work through services.
@@ -171,6 +173,69 @@ class ConfirmScreen(ModalScreen[bool]):
             self.notify(f"That is not {visible(self.answer)}; nothing was done.", severity="warning",
                         markup=False)
             self.dismiss(False)
+
+
+class AskScreen(ModalScreen[bool]):
+    """A yes/no question: y answers yes, n or Escape no."""
+
+    BINDINGS = [
+        Binding("y", "dismiss(True)", "Yes"),
+        Binding("n", "dismiss(False)", "No"),
+        Binding("escape", "dismiss(False)", "No", show=False),
+    ]
+    DEFAULT_CSS = DIALOG_CSS.format(name="AskScreen")
+    FRAME_ID = "ask-frame"
+
+    def __init__(self, title: str, question: str, keys: str) -> None:
+        super().__init__()
+        self.title_text = title
+        self.question = question
+        self.keys = keys
+
+    def compose(self) -> ComposeResult:
+        with Vertical(id=self.FRAME_ID):
+            yield Static(Content(self.question))
+            yield Static(Content(self.keys), classes="dialog-help")
+
+    def on_mount(self) -> None:
+        self.query_one(f"#{self.FRAME_ID}").border_title = Content(self.title_text)
+
+
+class PathScreen(ModalScreen["Path | None"]):
+    """Ask for the file to write: Enter returns the path (~ expanded), Escape None. A subclass
+    names its dialog (title, label, an optional help line, the element ids) and its CSS."""
+
+    BINDINGS = [Binding("escape", "dismiss(None)", "Cancel")]
+
+    def __init__(self, default: Path, *, title: str, frame_id: str, input_id: str, label: str = "File:",
+                 help_text: str | None = None, keys: str = "Enter writes · Esc cancels") -> None:
+        super().__init__()
+        self.default = default
+        self.dialog_title = title
+        self.frame_id = frame_id
+        self.input_id = input_id
+        self.label = label
+        self.help_text = help_text
+        self.keys = keys
+
+    def compose(self) -> ComposeResult:
+        with Vertical(id=self.frame_id):
+            if self.help_text:
+                yield Static(Content(self.help_text), classes="dialog-help")
+            yield Label(Content(self.label))
+            yield Input(value=str(self.default), id=self.input_id, compact=True)
+            yield Static(Content(self.keys), classes="dialog-help")
+
+    def on_mount(self) -> None:
+        self.query_one(f"#{self.frame_id}").border_title = Content(self.dialog_title)
+        self.query_one(Input).focus()
+
+    def on_input_submitted(self, event: Input.Submitted) -> None:
+        value = event.value.strip()
+        if not value:
+            self.notify("Name the file to write.", severity="warning", markup=False)
+            return
+        self.dismiss(Path(value).expanduser())
 
 
 @dataclass(frozen=True)

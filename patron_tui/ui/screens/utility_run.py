@@ -27,15 +27,14 @@ from rich.text import Text
 from textual import work
 from textual.app import ComposeResult
 from textual.binding import Binding
-from textual.containers import Horizontal, Vertical, VerticalScroll
+from textual.containers import Horizontal, VerticalScroll
 from textual.content import Content
-from textual.screen import ModalScreen, Screen
-from textual.widgets import (DataTable, Footer, Input, Label, ProgressBar, Static, TabbedContent,
-                             TabPane)
+from textual.screen import Screen
+from textual.widgets import DataTable, Footer, ProgressBar, Static, TabbedContent, TabPane
 
 from patron_tui.textsafe import visible
 from patron_tui.ui.screens.job_summary import MessageRow, MessageView
-from patron_tui.ui.screens.query_dialogs import DIALOG_CSS, ConfirmScreen
+from patron_tui.ui.screens.query_dialogs import DIALOG_CSS, AskScreen, ConfirmScreen, PathScreen
 from patron_tui.ui.widgets.log_pane import LogPane
 from patron_tui.ui.widgets.model_form import (DEFAULT_CHOICES, FieldSpec, ModelForm, field_specs,
                                               parse_date)
@@ -274,59 +273,15 @@ class ReportView(MessageView):
         return text
 
 
-class ExportReportScreen(ModalScreen["Path | None"]):
+class ExportReportScreen(PathScreen):
     """Where the operations report's CSV goes (default: the current folder)."""
 
-    BINDINGS = [Binding("escape", "dismiss(None)", "Cancel")]
     DEFAULT_CSS = DIALOG_CSS.format(name="ExportReportScreen")
 
     def __init__(self, default: Path) -> None:
-        super().__init__()
-        self.default = default
-
-    def compose(self) -> ComposeResult:
-        with Vertical(id="export-report-frame"):
-            yield Static(Content("Writes the operations report (changed, skipped with reasons, errors) "
-                                 "as CSV."), classes="dialog-help")
-            yield Label(Content("File:"))
-            yield Input(value=str(self.default), id="export-report-path", compact=True)
-            yield Static(Content("Enter writes · Esc cancels"), classes="dialog-help")
-
-    def on_mount(self) -> None:
-        self.query_one("#export-report-frame").border_title = Content("Export the operations report")
-        self.query_one(Input).focus()
-
-    def on_input_submitted(self, event: Input.Submitted) -> None:
-        value = event.value.strip()
-        if not value:
-            self.notify("Name the file to write.", severity="warning", markup=False)
-            return
-        self.dismiss(Path(value).expanduser())
-
-
-class AskScreen(ModalScreen[bool]):
-    """A yes/no question: y answers yes, n or Escape no."""
-
-    BINDINGS = [
-        Binding("y", "dismiss(True)", "Yes"),
-        Binding("n", "dismiss(False)", "No"),
-        Binding("escape", "dismiss(False)", "No", show=False),
-    ]
-    DEFAULT_CSS = DIALOG_CSS.format(name="AskScreen")
-
-    def __init__(self, title: str, question: str, keys: str) -> None:
-        super().__init__()
-        self.title_text = title
-        self.question = question
-        self.keys = keys
-
-    def compose(self) -> ComposeResult:
-        with Vertical(id="ask-frame"):
-            yield Static(Content(self.question))
-            yield Static(Content(self.keys), classes="dialog-help")
-
-    def on_mount(self) -> None:
-        self.query_one("#ask-frame").border_title = Content(self.title_text)
+        super().__init__(default, title="Export the operations report", frame_id="export-report-frame",
+                         input_id="export-report-path",
+                         help_text="Writes the operations report (changed, skipped with reasons, errors) as CSV.")
 
 
 class FollowUpScreen(AskScreen):
