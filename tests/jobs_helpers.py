@@ -1,4 +1,5 @@
-"""Shared helpers for the jobs tests: a district store with sites, a CSV and its properties file."""
+"""Shared helpers for the jobs and import tests: a district store with sites, a CSV and its
+properties file."""
 
 from __future__ import annotations
 
@@ -7,17 +8,32 @@ from pathlib import Path
 from patron_tui.services.jobs import Job, parse_schedule, save_job
 from patron_tui.store import ChangesetWriter, Store
 
-PROPS = """\
-encoding=utf-8
-match=district_id
-field.district_id=ID
-field.barcode=Barcode
-field.last_name=Last
-field.first_name=First
-field.site=School
-required=barcode,last_name
-"""
-HEADER = "ID,Barcode,Last,First,School\n"
+#: the district CSVs' columns: patron field -> CSV column
+COLUMNS = {"district_id": "ID", "barcode": "Barcode", "last_name": "Last", "first_name": "First", "site": "School"}
+
+
+def props_text(**extra: str) -> str:
+    """The properties file of a district CSV (`COLUMNS`, then `extra`: field -> column), UTF-8,
+    matched on district_id, barcode and last name required."""
+    fields = {**COLUMNS, **extra}
+    return ("encoding=utf-8\nmatch=district_id\n" + "".join(f"field.{k}={v}\n" for k, v in fields.items())
+            + "required=barcode,last_name\n")
+
+
+def write_import(folder: Path, rows: list[str], *, name: str = "in.csv", props_name: str = "in.properties",
+                 **extra: str) -> tuple[Path, Path]:
+    """Write a district CSV (its header, then `rows`) and its properties file (`props_text(**extra)`)
+    into `folder`: (csv path, properties path)."""
+    csv_path = folder / name
+    header = ",".join([*COLUMNS.values(), *extra.values()])
+    csv_path.write_text(header + "\n" + "".join(r + "\n" for r in rows), encoding="utf-8")
+    props = folder / props_name
+    props.write_text(props_text(**extra), encoding="utf-8")
+    return csv_path, props
+
+
+PROPS = props_text()
+HEADER = ",".join(COLUMNS.values()) + "\n"
 
 
 def make_store(tmp_path: Path, operator: str = "tester") -> Store:

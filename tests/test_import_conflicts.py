@@ -20,19 +20,8 @@ from patron_tui.services.imports.engine import run_import
 from patron_tui.store import ChangesetWriter, Store
 
 from tests.conftest import district, patron_where
+from tests.jobs_helpers import write_import
 
-PROPS = """\
-encoding=utf-8
-match=district_id
-field.district_id=ID
-field.barcode=Barcode
-field.last_name=Last
-field.first_name=First
-field.site=School
-field.grade=Grade
-required=barcode,last_name
-"""
-HEADER = "ID,Barcode,Last,First,School,Grade\n"
 
 
 @pytest.fixture
@@ -52,10 +41,7 @@ def engine(store: Store):
 
 
 def do_import(engine: RunEngine, tmp_path: Path, rows: list[str]) -> int:
-    csv_path = tmp_path / "in.csv"
-    csv_path.write_text(HEADER + "".join(r + "\n" for r in rows), encoding="utf-8")
-    props = tmp_path / "in.properties"
-    props.write_text(PROPS, encoding="utf-8")
+    csv_path, props = write_import(tmp_path, rows, grade="Grade")
     h = engine.execute("import", "Import", lambda ctx: run_import(ctx, path=csv_path, properties_path=props))
     assert h.status.value == "succeeded", h.error
     return h.run_id

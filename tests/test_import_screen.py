@@ -21,18 +21,8 @@ from patron_tui.ui.screens.query_dialogs import ConfirmScreen
 from patron_tui.ui.screens.sections import JobsScreen
 
 from tests.conftest import district, patron_where
+from tests.jobs_helpers import write_import
 
-PROPS = """\
-encoding=utf-8
-match=district_id
-field.district_id=ID
-field.barcode=Barcode
-field.last_name=Last
-field.first_name=First
-field.site=School
-field.grade=Grade
-required=barcode,last_name
-"""
 ROWS = [
     "ID,Barcode,Last,First,School,Grade",
     "D1,B1,Able,Ann,HS,10",        # updated (grade)
@@ -58,11 +48,7 @@ def _in_tmp(tmp_path, monkeypatch):
 
 
 def files(tmp_path: Path) -> tuple[Path, Path]:
-    csv_path = tmp_path / "students.csv"
-    csv_path.write_text("\n".join(ROWS) + "\n", encoding="utf-8")
-    props = tmp_path / "students.properties"
-    props.write_text(PROPS, encoding="utf-8")
-    return csv_path, props
+    return write_import(tmp_path, ROWS[1:], name="students.csv", props_name="students.properties", grade="Grade")
 
 
 patron = patron_where

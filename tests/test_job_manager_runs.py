@@ -29,19 +29,8 @@ from patron_tui.ui.screens.jobs import JobsScreen
 from patron_tui.ui.screens.undo_dialog import UndoScreen
 
 from tests import batch_helpers
+from tests.jobs_helpers import write_import
 from tests.pilot import settle, wait_until
-
-PROPS = """\
-encoding=utf-8
-match=district_id
-field.district_id=ID
-field.barcode=Barcode
-field.last_name=Last
-field.first_name=First
-field.site=School
-required=barcode,last_name
-"""
-
 
 def patrons(store: Store) -> dict[str, dict]:
     conn = store.connect()
@@ -53,11 +42,7 @@ def patrons(store: Store) -> dict[str, dict]:
 
 def make_runs(store: Store, tmp_path: Path) -> dict[str, int]:
     """An import, a batch update and a utility run, in that order: kind -> run id."""
-    csv_path = tmp_path / "in.csv"
-    csv_path.write_text("ID,Barcode,Last,First,School\nD01,P01,Baker,Ann,HS\nD11,P11,Irwin,Kay,HS\n",
-                        encoding="utf-8")
-    props = tmp_path / "in.properties"
-    props.write_text(PROPS, encoding="utf-8")
+    csv_path, props = write_import(tmp_path, ["D01,P01,Baker,Ann,HS", "D11,P11,Irwin,Kay,HS"])
     engine = RunEngine(store, pool_size=1)
     try:
         imp = engine.execute("import", "Import in.csv", lambda ctx: run_import(

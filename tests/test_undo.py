@@ -35,6 +35,7 @@ from patron_tui.services.utilities.base import set_rows
 
 from tests import batch_helpers
 from tests.conftest import district
+from tests.jobs_helpers import props_text, write_import
 
 BOOKKEEPING = {"runs", "run_messages", "change_journal", "job_leases"}
 NOW = "2024-01-01T00:00:00Z"
@@ -239,24 +240,9 @@ def test_undo_of_an_add_notes_utility_run(tmp_path, engine_for):
 
 # -- imports and conflict resolution --------------------------------------------------------------
 
-PROPS = """\
-encoding=utf-8
-match=district_id
-field.district_id=ID
-field.barcode=Barcode
-field.last_name=Last
-field.first_name=First
-field.site=School
-field.email=Email
-required=barcode,last_name
-"""
-
 
 def import_file(engine: RunEngine, tmp_path: Path, rows: list[str], name: str = "in.csv", mode: str = "full"):
-    csv_path = tmp_path / name
-    csv_path.write_text("ID,Barcode,Last,First,School,Email\n" + "".join(r + "\n" for r in rows), encoding="utf-8")
-    props = tmp_path / "in.properties"
-    props.write_text(PROPS, encoding="utf-8")
+    csv_path, props = write_import(tmp_path, rows, name=name, email="Email")
     h = engine.execute("import", f"Import {name}", lambda ctx: run_import(
         ctx, path=csv_path, properties_path=props, mode=mode))
     assert h.status.value == "succeeded", h.error
@@ -498,7 +484,7 @@ def test_refusals(ann_bob, tmp_path, engine_for):
 
     csv_path = tmp_path / "dry.csv"
     csv_path.write_text("ID,Barcode,Last,First,School,Email\nD7,B7,Seven,S,HS,\n", encoding="utf-8")
-    (tmp_path / "dry.properties").write_text(PROPS, encoding="utf-8")
+    (tmp_path / "dry.properties").write_text(props_text(email="Email"), encoding="utf-8")
     dry = engine.execute("import", "Dry", lambda ctx: run_import(
         ctx, path=csv_path, properties_path=tmp_path / "dry.properties", mode="full", dry_run=True),
         params={"dry_run": True})
