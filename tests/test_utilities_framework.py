@@ -23,6 +23,7 @@ from patron_tui.services.utilities.selections import SelectionError, selected_id
 from patron_tui.store import ChangesetWriter, Store, utc_now
 
 from tests.conftest import add_patrons, district
+from tests.utilities_helpers import run
 
 PATRONS = [
     # barcode, grade, status, homeroom, site, type, graduation_year
@@ -198,16 +199,6 @@ def test_choice_values_are_checked(conn):
 
 
 # -- runs ----------------------------------------------------------------------------------------------------
-
-def run(store, name, sel, options, *, fingerprint=None, operator="tester"):
-    engine = RunEngine(store, pool_size=1)
-    try:
-        handle = U.start_utility(engine, store, operator, name, sel, options, fingerprint=fingerprint)
-        handle.wait()
-    finally:
-        engine.shutdown(cancel_running=False)
-    return handle
-
 
 def statuses(conn) -> dict[str, str]:
     return {r[0]: r[1] for r in conn.execute("SELECT barcode, status FROM patrons WHERE barcode IS NOT NULL")}
