@@ -24,7 +24,8 @@ import re
 import sys
 from collections.abc import Callable, Collection, Iterator, Mapping
 from dataclasses import dataclass, field
-from itertools import chain
+from functools import partial
+from itertools import chain, compress
 from pathlib import Path
 
 from xxhash import xxh3_64_hexdigest
@@ -189,12 +190,8 @@ def line_hasher(seed: bytes):
     not blake2b: a fingerprint only has to notice that a record changed, never to resist an
     attacker, and xxh3 costs a quarter as much per line, which is most of an Incremental
     import's own work."""
-    seed_int = int.from_bytes(seed[:8], "little")
-
-    def fingerprint(data: bytes) -> str:
-        return xxh3_64_hexdigest(data, seed_int)
-
-    return fingerprint
+    # a partial of the C function: no Python frame per line
+    return partial(xxh3_64_hexdigest, seed=int.from_bytes(seed[:8], "little"))
 
 
 class RowReader:
@@ -352,18 +349,23 @@ class RowReader:
                         # every line of this block is a whole record: an unchanged one is
                         # left out (the csv reader never sees it); `kept` maps what is fed
                         stored, person = self._unchanged
-                        hexdigest = line_hasher(person)
-                        kept_texts: list[str] = []
-                        kept = []
-                        for i, ln in enumerate(lines):
-                            fp = hexdigest(ln)
-                            if fp in stored:
-                                stored.discard(fp)   # a second identical record goes the long way
-                            else:
-                                kept_texts.append(texts[i])
-                                kept.append(line_no + i)
+                        fps = list(map(line_hasher(person), lines))
+                        found = stored.intersection(fps)
+                        keep = [fp not in found for fp in fps]
+                        if len(found) + sum(keep) != len(lines):
+                            # two identical lines in the block: the first is unchanged, the
+                            # second goes the long way (a duplicate), as one at a time would
+                            keep, found = [], set()
+                            for fp in fps:
+                                if fp in stored and fp not in found:
+                                    found.add(fp)
+                                    keep.append(False)
+                                else:
+                                    keep.append(True)
+                        stored -= found
+                        kept = list(compress(range(line_no, line_no + len(lines)), keep))
                         self.unchanged += len(lines) - len(kept)
-                        texts = kept_texts
+                        texts = list(compress(texts, keep))
                     open_quote[0] ^= quotes & 1
                     current[5] = current[3] is not None
                     current[4] += fed[0]
