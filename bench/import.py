@@ -16,7 +16,9 @@ figure below is measured in the same run:
 - Full into a full store: the same file again (all unchanged) and a variant with 10% of the
   records changed, against the raw upsert of the same rows into the full table. Target 2x.
 - Incremental with 1% changed, against a plain `csv.reader` pass over the same file
-  (reading the file is the floor). Target: within 2x.
+  (reading the file is the floor). Target: within 2x. Both take about half a second, where
+  the machine's load alone moves a single timing by a third: each is the best of 5, taken in
+  turns.
 - Peak memory (VmHWM of a child process that runs one Full import into an empty store, plus
   the peak of the mapping process a big Full import starts, services/imports/mapproc.py)
   at N rows and at `--memory-rows` (default 1,000,000). Target: flat (the big peak is not
@@ -50,6 +52,7 @@ from patron_tui.store import ChangesetWriter, Store  # noqa: E402
 from patron_tui.store.db import connect  # noqa: E402
 
 ENCODING = "cp1252"
+INCREMENTAL_REPEATS = 5
 HEADER = ["Student ID", "Student Barcode", "Last Name", "First Name", "Grade", "School",
           "Homeroom", "Graduation Year", "Birthdate", "Email"]
 SITES = [("HS", "High School"), ("MS", "Middle School"), ("ELM1", "Elm Elementary"),
@@ -272,9 +275,6 @@ def main() -> int:
         t_raw_full10 = time.perf_counter() - started
         raw.close()
         del params0, params10
-        started = time.perf_counter()
-        csv_pass(csv11)
-        t_csv = time.perf_counter() - started
 
         # the engine
         store = setup_store(folder / "engine.db")
@@ -294,9 +294,21 @@ def main() -> int:
         t_10, s = engine_import(store, csv10, props)
         assert s["updated"] == sum(1 for i in range(n) if i % 10 == 3), s
         notes.append(f"Full, full, 10% changed: {counts(s)}")
-        t_inc, s = engine_import(store, csv11, props, mode="incremental")
-        assert s["updated"] == sum(1 for i in range(n) if i % 100 == 7), s
-        notes.append(f"Incremental, 1% changed: {counts(s)}")
+        # Incremental takes half a second: a single timing of it (or of its baseline) moves by a
+        # third with the machine's load, so both are the best of INCREMENTAL_REPEATS, taken in
+        # turns; between two, an untimed Incremental of the 10% file puts the 1% back
+        t_inc = t_csv = float("inf")
+        for repeat in range(INCREMENTAL_REPEATS):
+            started = time.perf_counter()
+            csv_pass(csv11)
+            t_csv = min(t_csv, time.perf_counter() - started)
+            t, s = engine_import(store, csv11, props, mode="incremental")
+            assert s["updated"] == sum(1 for i in range(n) if i % 100 == 7), s
+            t_inc = min(t_inc, t)
+            if repeat < INCREMENTAL_REPEATS - 1:
+                engine_import(store, csv10, props, mode="incremental")
+        notes.append(f"Incremental, 1% changed: {counts(s)} (best of {INCREMENTAL_REPEATS}, "
+                     f"as its csv.reader baseline)")
         conn = store.connect()
         journal = conn.execute("SELECT count(*) FROM change_journal WHERE table_name = 'patrons'"
                                " AND run_id IS NOT NULL").fetchone()[0]

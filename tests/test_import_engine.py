@@ -538,3 +538,28 @@ def test_a_later_chunk_names_the_line_that_added_the_patron(tmp_path, process):
                           (h.run_id,)).fetchall()
     conn.close()
     assert [r[0] for r in ranges] == [f"{a}..{b}" for a, b in ((2, 4), (5, 6))]   # id 1 is the Unknown Patron
+
+
+def test_incremental_names_a_bad_byte_among_unchanged_lines_and_keeps_the_rest(store, engine, tmp_path):
+    """Unchanged lines are dropped before they are decoded; a changed line with a byte the
+    encoding cannot read is still skipped naming its line, and the changed lines around it
+    (same block, same chunk) are updated; an identical line twice: the second is a duplicate."""
+    rows = [f"N{i},NB{i},Last{i},First{i},HS,,," for i in range(40)]
+    csv_path, props = write(tmp_path, rows)
+    assert run(engine, csv_path, props).status.value == "succeeded"
+    changed = list(rows)
+    changed[5] = "N5,NB5,Last5,Fifi,HS,,,"
+    changed[20] = "N20,NB20,Caf\udcff,First20,HS,,,"       # an invalid UTF-8 byte (0xFF)
+    changed[30] = "N30,NB30,Last30,Thirty,HS,,,"
+    changed.append(rows[10])                                 # line 42: line 12 again
+    path2 = tmp_path / "in2.csv"
+    path2.write_bytes((HEADER + "".join(r + "\n" for r in changed)).encode("utf-8", "surrogateescape"))
+    h = run(engine, path2, props, mode="incremental")
+    assert h.status.value == "succeeded", h.error
+    assert (h.summary["read"], h.summary["unchanged"], h.summary["updated"], h.summary["skipped"]) == (41, 37, 2, 2)
+    skipped = {m["line"]: m["text"] for m in messages(store, h.run_id, "skipped")}
+    assert sorted(skipped) == [22, 42]
+    assert "byte" in skipped[22] and "same patron" in skipped[42]
+    assert patron(store, district_id="N5")["first_name"] == "Fifi"
+    assert patron(store, district_id="N30")["first_name"] == "Thirty"
+    assert patron(store, district_id="N20")["last_name"] == "Last20"

@@ -331,23 +331,13 @@ class RowReader:
                     block = b"".join(lines)
                     texts = None
                     kept = None
-                    if nul not in block or unit == 2:
-                        try:
-                            texts = block.decode(line_codec).splitlines(True)
-                        except UnicodeDecodeError:
-                            texts = None
-                        # splitlines also breaks at \r, \x0b, \x1c, \x85, U+2028...: when it found
-                        # more lines than the file has, decode line by line instead
-                        if texts is not None and len(texts) != len(lines):
-                            texts = [ln.decode(line_codec) for ln in lines]
-                        if texts is not None and unit == 2 and any("\x00" in t for t in texts):
-                            texts = None
+                    keep = None
                     quotes = block.count(b'"')
-                    if texts is None:
-                        texts = slow(lines, line_no, self.bytes_read)
-                    elif self._unchanged is not None and unit == 1 and not quotes and not open_quote[0]:
-                        # every line of this block is a whole record: an unchanged one is
-                        # left out (the csv reader never sees it); `kept` maps what is fed
+                    if self._unchanged is not None and unit == 1 and not quotes and not open_quote[0]:
+                        # every line of this block is a whole record: an unchanged one is left
+                        # out before it is even decoded (its fingerprint is stored, so it was
+                        # decoded and imported before under the same properties and header);
+                        # `kept` maps what is fed to its physical lines
                         stored, person = self._unchanged
                         fps = list(map(line_hasher(person), lines))
                         found = stored.intersection(fps)
@@ -365,7 +355,24 @@ class RowReader:
                         stored -= found
                         kept = list(compress(range(line_no, line_no + len(lines)), keep))
                         self.unchanged += len(lines) - len(kept)
-                        texts = list(compress(texts, keep))
+                    todo = lines if keep is None else list(compress(lines, keep))
+                    chunk = block if keep is None else b"".join(todo)
+                    if nul not in chunk or unit == 2:
+                        try:
+                            texts = chunk.decode(line_codec).splitlines(True)
+                        except UnicodeDecodeError:
+                            texts = None
+                        # splitlines also breaks at \r, \x0b, \x1c, \x85, U+2028...: when it found
+                        # more lines than the file has, decode line by line instead
+                        if texts is not None and len(texts) != len(todo):
+                            texts = [ln.decode(line_codec) for ln in todo]
+                        if texts is not None and unit == 2 and any("\x00" in t for t in texts):
+                            texts = None
+                    if texts is None:
+                        # a bad byte or a NUL: line by line, so the problem names its line
+                        texts = slow(lines, line_no, self.bytes_read)
+                        if keep is not None:
+                            texts = list(compress(texts, keep))
                     open_quote[0] ^= quotes & 1
                     current[5] = current[3] is not None
                     current[4] += fed[0]
