@@ -308,6 +308,17 @@ def _fail(message: str) -> int:
     return 2
 
 
+def _refusal(store, permission: str) -> str | None:
+    """The sentence refusing the store's operator `permission` (services/permissions), or None."""
+    from patron_tui.services.permissions import refusal
+
+    conn = store.connect()
+    try:
+        return refusal(conn, store.operator, permission)
+    finally:
+        conn.close()
+
+
 def _cmd_demo(db_path: Path, args: argparse.Namespace) -> int:
     from patron_tui.services.demo import DemoExists, build_demo
 
@@ -612,6 +623,9 @@ def _cmd_import(db_path: Path, args: argparse.Namespace) -> int:
         store.connect().close()
     except StoreError as exc:
         return _fail(str(exc))
+    refused = _refusal(store, "import_patrons")
+    if refused:
+        return _fail(refused)
     path = str(Path(args.file).resolve())
     title = f"Import {Path(args.file).name} ({args.mode}{', dry run' if args.dry_run else ''})"
     if args.background:
@@ -767,6 +781,9 @@ def _cmd_resolve(db_path: Path, args: argparse.Namespace, parser: argparse.Argum
         store.connect().close()
     except StoreError as exc:
         return _fail(str(exc))
+    refused = _refusal(store, "import_patrons")
+    if refused:
+        return _fail(refused)
     engine = RunEngine(store, pool_size=1)
     if not args.json:
         _print_messages(engine)

@@ -75,3 +75,22 @@ def small_store(tmp_path: Path) -> Store:
         for i in range(12)
     ])
     return store
+
+
+def allow_login(store: Store) -> None:
+    """Make the Unix login running the tests a district administrator of `store` (districts
+    here are created by "tester"; a CLI or console run in this process or a child acts as the
+    login, and an operator not in the operators table may do nothing)."""
+    from patron_tui.store import current_login
+
+    login = current_login()
+    conn = store.connect()
+    try:
+        if conn.execute("SELECT 1 FROM operators WHERE login_name = ?", (login,)).fetchone():
+            return
+        with ChangesetWriter(conn, operator="tester", run_id=None) as w:
+            w.insert("operators", {"login_name": login, "display_name": login, "security_level": 0,
+                                   "may_manage_district_patrons": 1, "may_use_batch_tools": 1,
+                                   "may_reset_passwords": 1, "created_at": utc_now()})
+    finally:
+        conn.close()

@@ -11,6 +11,7 @@ import pytest
 
 from patron_tui.cli import main
 from patron_tui.store import Store
+from tests.conftest import allow_login
 
 PROPS = """\
 match=district_id
@@ -26,6 +27,7 @@ required=barcode,last_name
 @pytest.fixture
 def files(small_store: Store, tmp_path: Path) -> tuple[str, str, str]:
     # small_store: D0000..D0011 with barcodes P0000..P0011 at HS / ELM
+    allow_login(small_store)   # the CLI acts as the login: importing needs "manage patrons"
     data = tmp_path / "in.csv"
     data.write_text(
         "ID,Barcode,Last,First,School\n"

@@ -193,3 +193,43 @@ async def test_backup_needs_manage_patrons_for_the_district(tmp_path, login):
         said = notes(app)
         assert "aide" in said and "manage patrons for the district" in said
     assert not (db.path.parent / "backups").exists()
+
+
+async def test_importing_a_file_needs_manage_patrons(tmp_path, login, monkeypatch):
+    """The Import screen refuses an operator without "manage patrons for the district", now and
+    in the background: the sentence names it, and no run is started or queued."""
+    from textual.widgets import Static
+
+    from tests.conftest import district
+    from tests.test_import_screen import files, open_import
+
+    db = district(tmp_path / "district.db", [
+        {"district_id": "D1", "barcode": "B1", "last_name": "Able", "first_name": "Ann", "site": "HS"}],
+        sites=(("HS", "High School"),))
+    add_operator(db, "clerk", level=5, batch=True)
+    monkeypatch.chdir(tmp_path)
+    csv_path, _props = files(tmp_path)
+    before = patron_where(db, district_id="D1")
+    login("clerk")
+    app = console(db)
+    async with app.run_test(size=(80, 24)) as pilot:
+        await settle(app, pilot)
+        await open_import(app, pilot)
+        screen = app.screen
+        error = screen.query_one("#import-error", Static)
+        await pilot.press(*csv_path.name, "enter")   # checked; the sibling .properties is filled in
+        await settle(app, pilot)
+        for key in ("ctrl+s", "ctrl+b"):
+            screen.set_error("")
+            await pilot.press(key)
+            await wait_until(app, pilot, lambda: "may not import patron files" in str(error.render()),
+                             why=lambda: str(error.render()))
+            text = str(error.render())
+            assert "'clerk'" in text and "manage patrons for the district" in text, key
+            assert app.screen is screen
+    conn = db.connect()
+    try:
+        assert conn.execute("SELECT count(*) FROM runs").fetchone()[0] == 0
+    finally:
+        conn.close()
+    assert patron_where(db, district_id="D1") == before

@@ -19,7 +19,7 @@ from patron_tui.services.imports.conflicts import (
 from patron_tui.services.imports.engine import run_import
 from patron_tui.store import ChangesetWriter, Store
 
-from tests.conftest import district, patron_where
+from tests.conftest import allow_login, district, patron_where
 from tests.jobs_helpers import write_import
 
 
@@ -201,6 +201,7 @@ def test_resolving_twice_is_refused(store, engine, tmp_path):
 
 def test_cli_conflicts_and_resolve(store, engine, tmp_path, capsys):
     run_id = do_import(engine, tmp_path, ROWS)
+    allow_login(store)   # the CLI acts as the login: resolving needs "manage patrons"
     db = str(store.path)
     assert main(["conflicts", str(run_id), "--db", db]) == 0
     out = capsys.readouterr().out

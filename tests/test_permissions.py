@@ -172,3 +172,35 @@ def test_backup_needs_manage_patrons_and_restore_a_district_administrator(db, tm
     code, text = cli(monkeypatch, capsys, "admin2", "restore", str(target), "--yes", "--db", str(db.path))
     assert code == 0, text
     assert len(list(tmp_path.glob("district.db.before-restore-*"))) == 1
+
+
+def test_import_and_conflict_resolution_need_manage_patrons(db, tmp_path, monkeypatch, capsys):
+    """Importing a patron file by hand (now or in the background) and resolving its barcode
+    conflicts change district patrons: "manage patrons for the district" or level 0."""
+    props = tmp_path / "p.properties"
+    props.write_text("match=district_id\nfield.district_id=ID\nfield.barcode=Barcode\nfield.site=School\n"
+                     "field.last_name=Last\n", encoding="utf-8")
+    csv_path = tmp_path / "in" / "students.csv"
+    csv_path.write_text("ID,Barcode,School,Last\nD1,P1,HS,Renamed\nD9,P2,HS,Taker\n", encoding="utf-8")
+    before = patrons(db)
+    for extra in ([], ["--background"]):
+        code, text = cli(monkeypatch, capsys, "batcher", "import", str(csv_path), "--properties", str(props),
+                         "--db", str(db.path), *extra)
+        assert code == 2 and "'batcher' may not import patron files" in text, text
+        assert '"manage patrons for the district"' in text
+    assert patrons(db) == before
+    code, text = cli(monkeypatch, capsys, "manager", "import", str(csv_path), "--properties", str(props),
+                     "--db", str(db.path), "--json")
+    assert code in (0, 1), text   # the D9 record takes P2's barcode: a conflict, kept for resolution
+    assert patrons(db) != before
+    conn = db.connect()
+    try:
+        (conflict_id,) = conn.execute("SELECT id FROM import_conflicts").fetchone()
+        kinds = [r[0] for r in conn.execute("SELECT kind FROM runs ORDER BY id")]
+    finally:
+        conn.close()
+    assert kinds.count("import") == 1   # the refused ones left no run behind
+    after_import = patrons(db)
+    code, text = cli(monkeypatch, capsys, "nobody", "resolve", str(conflict_id), "move", "--db", str(db.path))
+    assert code == 2 and "may not import patron files or resolve their barcode conflicts" in text
+    assert patrons(db) == after_import

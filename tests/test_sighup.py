@@ -19,7 +19,7 @@ import time
 from patron_tui.runs import RunEngine
 from patron_tui.store import ChangesetWriter, Store, runlog
 
-from .conftest import add_patrons
+from .conftest import add_patrons, allow_login
 
 ROWS = 300_000
 _ESC = re.compile(rb"\x1b\[[0-9;?<>=]*[ -/]*[@-~]|\x1b[()][0-9A-Za-z]|\x1b[=>78]")
@@ -131,6 +131,7 @@ def test_sighup_mid_import_rolls_back_and_marks_the_run_interrupted(tmp_path):
     conn.close()
     add_patrons(store, [{"barcode": f"OLD{i}", "district_id": f"S{i:06d}", "site": "HS",
                          "last_name": f"Old{i}", "first_name": "Pat"} for i in range(50)])
+    allow_login(store)   # the console acts as the login: importing needs "manage patrons"
     before = patrons_dump(store.path)
 
     csv_path = tmp_path / "big.csv"

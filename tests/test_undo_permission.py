@@ -107,11 +107,11 @@ def test_an_undo_of_an_undo_needs_what_the_undone_run_needed(store):
     try:
         assert undo_permission(conn, handle.run_id) == ("utility", "batch_tools")
         require_undo(conn, "admin", handle.run_id)
-        # the kinds: scheduled patron updates, batch tools, a level-0 rest
+        # the kinds: imports and conflicts, scheduled patron updates, batch tools, a level-0 rest
         made = {kind: runlog.create_run(conn, kind=kind, title=kind, operator="tester")
                 for kind in ("import", "job", "conflict", "batch_update", "queue_fill", "journal_prune")}
         got = {kind: undo_permission(conn, rid)[1] for kind, rid in made.items()}
-        assert got == {"import": "manage_jobs", "job": "manage_jobs", "conflict": "manage_jobs",
+        assert got == {"import": "import_patrons", "job": "manage_jobs", "conflict": "import_patrons",
                        "batch_update": "batch_tools", "queue_fill": "batch_tools", "journal_prune": None}
         add_operator(store, "manager", may_manage_district_patrons=1, may_use_batch_tools=1)
         with pytest.raises(PermissionDenied, match=r"security level 0 \(district administrator\)"):

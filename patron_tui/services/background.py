@@ -156,5 +156,5 @@ def _run_job(ctx: RunContext) -> dict[str, Any]:
     return run_job(ctx, p["job"], p.get("mode") or "full")
 
 
-register_background("import", _run_import)
+register_background("import", _run_import, permission="import_patrons")
 register_background("job", _run_job, permission="manage_jobs")

@@ -116,7 +116,7 @@ def require_may_assign_group(conn: sqlite3.Connection, login: str, code: str) ->
 
 from typing import Literal, get_args  # noqa: E402
 
-Permission = Literal["manage_jobs", "manage_patrons", "batch_tools", "reset_passwords",
+Permission = Literal["manage_jobs", "manage_patrons", "import_patrons", "batch_tools", "reset_passwords",
                      "manage_operators", "backup", "restore", "run_background"]
 
 MANAGE_PATRONS = "manage patrons for the district"
@@ -125,6 +125,7 @@ MANAGE_PATRONS = "manage patrons for the district"
 PERMISSIONS: dict[str, tuple[str, str]] = {
     "manage_jobs": ("manage scheduled patron updates", MANAGE_PATRONS),
     "manage_patrons": ("manage patrons for the district", MANAGE_PATRONS),
+    "import_patrons": ("import patron files or resolve their barcode conflicts", MANAGE_PATRONS),
     "batch_tools": ("use batch tools", BATCH_TOOLS),
     "reset_passwords": ("reset patron passwords", RESET_PASSWORDS),
     "manage_operators": ("manage operators", "security level 0 (district administrator)"),
@@ -145,7 +146,7 @@ def _operator_row(conn: sqlite3.Connection, login: str) -> sqlite3.Row | None:
 def _granted(row: sqlite3.Row, permission: str) -> bool:
     if row["security_level"] == 0:
         return True   # a district administrator may do everything
-    if permission in ("manage_jobs", "manage_patrons", "backup", "run_background"):
+    if permission in ("manage_jobs", "manage_patrons", "import_patrons", "backup", "run_background"):
         return bool(row["may_manage_district_patrons"])
     if permission == "batch_tools":
         return bool(row["may_use_batch_tools"])
@@ -211,9 +212,8 @@ def require_jobs_manager(conn: sqlite3.Connection, login: str) -> None:
 
 # -- undo (issue 9): taking a run back needs the permission of the run's kind ----------------------
 #
-# Imports, scheduled job runs and conflict resolutions belong to scheduled patron updates (the
-# import and conflict-resolve commands check nothing themselves, so their undo asks for the
-# jobs permission); batch updates, the queue filler and utilities to the batch tools (Reset
+# Imports and conflict resolutions need what running them needs ("import_patrons": manage
+# patrons for the district), scheduled job runs the jobs permission; batch updates, the queue filler and utilities to the batch tools (Reset
 # Patron Accounts also to password resets); an undo needs what the run it undid needed. Any
 # other kind (a journal pruning, a kind this table does not know) only a district administrator
 # (security level 0) may undo.
@@ -221,9 +221,9 @@ def require_jobs_manager(conn: sqlite3.Connection, login: str) -> None:
 import json as _json  # noqa: E402
 
 UNDO_PERMISSIONS: dict[str, Permission] = {
-    "import": "manage_jobs",
+    "import": "import_patrons",
     "job": "manage_jobs",
-    "conflict": "manage_jobs",
+    "conflict": "import_patrons",
     "batch_update": "batch_tools",
     "queue_fill": "batch_tools",
     "utility": "batch_tools",

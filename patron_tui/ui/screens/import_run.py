@@ -387,6 +387,16 @@ class ImportScreen(RunWatcher, Screen[None]):
         request = self._request(form)
         if request is None:
             return
+        from patron_tui.services.permissions import refusal
+
+        conn = self.app.store.connect()
+        try:
+            refused = refusal(conn, self.app.store.operator, "import_patrons")
+        finally:
+            conn.close()
+        if refused:
+            self.app.call_from_thread(self._refused, refused)
+            return
         estimate = estimate_records(request.path)
         engine = self.app.engine
         if engine is None:

@@ -316,6 +316,16 @@ class JobSummaryScreen(Screen[None]):
         engine = self.app.engine
         if engine is None:
             return
+        from patron_tui.services.permissions import refusal
+
+        conn = self.app.store.connect()
+        try:
+            refused = refusal(conn, self.app.store.operator, "import_patrons")
+        finally:
+            conn.close()
+        if refused:
+            self.app.call_from_thread(self.notify, refused, severity="error", markup=False, timeout=10)
+            return
         handle = engine.start(
             CONFLICT_KIND, resolve_title(choice.conflict_id, choice.action),
             lambda ctx: resolve_conflict(ctx, choice.conflict_id, choice.action, choice.new_value),
