@@ -16,7 +16,7 @@ import pytest
 from patron_tui.runs import RunEngine
 from patron_tui.store import ChangesetWriter, Store, runlog
 
-from .conftest import add_patrons
+from .conftest import add_patrons, allow_login
 
 ROWS = 60_000
 
@@ -57,6 +57,7 @@ def test_sigkill_mid_import_keeps_the_database_and_marks_the_run_interrupted(tmp
     conn.close()
     add_patrons(store, [{"barcode": f"OLD{i}", "district_id": f"OLD{i}", "site": "HS",
                          "last_name": f"Old{i}", "first_name": "Pat"} for i in range(50)])
+    allow_login(store)   # the CLI child acts as the login: importing needs "manage patrons"
     before = patrons_dump(store.path)
 
     csv_path = tmp_path / "big.csv"
