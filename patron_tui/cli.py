@@ -310,13 +310,9 @@ def _fail(message: str) -> int:
 
 def _refusal(store, permission: str) -> str | None:
     """The sentence refusing the store's operator `permission` (services/permissions), or None."""
-    from patron_tui.services.permissions import refusal
+    from patron_tui.services.permissions import store_refusal
 
-    conn = store.connect()
-    try:
-        return refusal(conn, store.operator, permission)
-    finally:
-        conn.close()
+    return store_refusal(store, permission)
 
 
 def _cmd_demo(db_path: Path, args: argparse.Namespace) -> int:

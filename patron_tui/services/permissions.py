@@ -114,7 +114,7 @@ def require_may_assign_group(conn: sqlite3.Connection, login: str, code: str) ->
 # sentence naming what is missing, so the CLI and the console say the same thing. The helpers
 # above stay (their callers use them); `require` delegates to them where they exist.
 
-from typing import Literal, get_args  # noqa: E402
+from typing import Any, Literal, get_args  # noqa: E402
 
 Permission = Literal["manage_jobs", "manage_patrons", "import_patrons", "batch_tools", "reset_passwords",
                      "manage_operators", "backup", "restore", "run_background"]
@@ -134,7 +134,7 @@ PERMISSIONS: dict[str, tuple[str, str]] = {
     "run_background": ("hand runs to the scheduler", MANAGE_PATRONS),
 }
 
-__all__ += ["MANAGE_PATRONS", "PERMISSIONS", "Permission", "has_permission", "require", "refusal"]
+__all__ += ["MANAGE_PATRONS", "PERMISSIONS", "Permission", "has_permission", "require", "refusal", "store_refusal"]
 
 
 def _operator_row(conn: sqlite3.Connection, login: str) -> sqlite3.Row | None:
@@ -184,6 +184,15 @@ def refusal(conn: sqlite3.Connection, login: str, permission: Permission) -> str
         return (f"Operator {login!r} (security level {level}) may not {action}: that needs {needs}.")
     return (f"Operator {login!r} may not {action}: that needs the permission \"{needs}\" "
             f"(security level {level} does not have it); ask a district administrator for it.")
+
+
+def store_refusal(store: Any, permission: Permission) -> str | None:
+    """`refusal` for the operator of `store` (a Store: its login), on a connection of its own."""
+    conn = store.connect()
+    try:
+        return refusal(conn, store.operator, permission)
+    finally:
+        conn.close()
 
 
 def require(conn: sqlite3.Connection, login: str, permission: Permission) -> None:

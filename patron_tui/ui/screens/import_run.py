@@ -387,13 +387,9 @@ class ImportScreen(RunWatcher, Screen[None]):
         request = self._request(form)
         if request is None:
             return
-        from patron_tui.services.permissions import refusal
+        from patron_tui.services.permissions import store_refusal
 
-        conn = self.app.store.connect()
-        try:
-            refused = refusal(conn, self.app.store.operator, "import_patrons")
-        finally:
-            conn.close()
+        refused = store_refusal(self.app.store, "import_patrons")
         if refused:
             self.app.call_from_thread(self._refused, refused)
             return

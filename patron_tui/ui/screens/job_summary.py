@@ -316,13 +316,9 @@ class JobSummaryScreen(Screen[None]):
         engine = self.app.engine
         if engine is None:
             return
-        from patron_tui.services.permissions import refusal
+        from patron_tui.services.permissions import store_refusal
 
-        conn = self.app.store.connect()
-        try:
-            refused = refusal(conn, self.app.store.operator, "import_patrons")
-        finally:
-            conn.close()
+        refused = store_refusal(self.app.store, "import_patrons")
         if refused:
             self.app.call_from_thread(self.notify, refused, severity="error", markup=False, timeout=10)
             return
