@@ -20,6 +20,7 @@ import threading
 import time
 import traceback
 from collections.abc import Callable, Iterable, Iterator
+from contextlib import contextmanager
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
@@ -328,8 +329,20 @@ class RunEngine:
         self._persister.drain = self._drain_messages
         self._persister.buffered = lambda: bool(self._msg_buf)
         self._persister.start()
-        self._conn = store.connect()
-        self.interrupted_on_start = runlog.mark_dead_runs_interrupted(self._conn)
+        # no connection of its own: start/adopt/interrupt_active are called from any thread (a
+        # screen's @work(thread=True) worker, the scheduler), and a connection is never shared
+        # across threads (DESIGN.md): each call that writes opens one and closes it (_connection)
+        with self._connection() as conn:
+            self.interrupted_on_start = runlog.mark_dead_runs_interrupted(conn)
+
+    @contextmanager
+    def _connection(self) -> Iterator[sqlite3.Connection]:
+        """A connection for one call, on the calling thread, closed when it ends."""
+        conn = self.store.connect()
+        try:
+            yield conn
+        finally:
+            conn.close()
 
     # subscribers
     def subscribe(self, callback: Subscriber) -> Callable[[], None]:
@@ -422,10 +435,11 @@ class RunEngine:
     ) -> RunHandle:
         """Create the run's row (queued) and execute it on a run slot."""
         params = params or {}
-        run_id = runlog.create_run(
-            self._conn, kind=kind, title=title, operator=self.store.operator,
-            params=params, job_id=job_id, mode=mode, started_by=started_by,
-        )
+        with self._connection() as conn:
+            run_id = runlog.create_run(
+                conn, kind=kind, title=title, operator=self.store.operator,
+                params=params, job_id=job_id, mode=mode, started_by=started_by,
+            )
         cancel = threading.Event()
         handle = RunHandle(run_id, cancel, kind=kind, title=title)
         self._handles[run_id] = handle
@@ -531,4 +545,3 @@ class RunEngine:
         self._slots.shutdown(wait=True)
         self.pool.shutdown()
         self._persister.stop()
-        self._conn.close()

@@ -1,0 +1,107 @@
+"""Issue 14, item 3: the run engine is called from many threads at once (screens start runs
+from `@work(thread=True)` workers, the scheduler adopts queued runs): every call writes on a
+connection of its own thread, so concurrent starts all succeed and every run row is there."""
+
+from __future__ import annotations
+
+import threading
+from pathlib import Path
+
+from patron_tui.models import RunStatus
+from patron_tui.runs import RunEngine
+from patron_tui.store import Store, runlog
+
+THREADS = 4
+STARTS = 25          # per thread
+WAIT = 30            # the bound on every wait, never a sleep
+
+
+def test_runs_started_from_many_threads_at_once_all_start_and_all_rows_are_there(tmp_path: Path) -> None:
+    store = Store.create(tmp_path / "district.db", operator="tester")
+    engine = RunEngine(store, pool_size=1, max_runs=2)
+    barrier = threading.Barrier(THREADS)
+    handles: list = []
+    failures: list[BaseException] = []
+    lock = threading.Lock()
+
+    def starter(n: int) -> None:
+        for i in range(STARTS):
+            try:
+                barrier.wait(WAIT)   # every round, the threads call start together
+                h = engine.start("test", f"t{n}-{i}", lambda ctx: {"ok": 1})
+                with lock:
+                    handles.append(h)
+            except BaseException as exc:   # noqa: BLE001 - collected and asserted below
+                with lock:
+                    failures.append(exc)
+                barrier.abort()
+                return
+
+    threads = [threading.Thread(target=starter, args=(n,)) for n in range(THREADS)]
+    try:
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(WAIT * STARTS)
+        assert not failures, [repr(f) for f in failures[:3]]
+        assert len(handles) == THREADS * STARTS
+        for h in handles:
+            assert h.wait(WAIT) is RunStatus.SUCCEEDED
+    finally:
+        engine.shutdown()
+    conn = store.connect()
+    try:
+        rows = conn.execute("SELECT title, status FROM runs WHERE kind = 'test'").fetchall()
+    finally:
+        conn.close()
+    assert sorted(r["title"] for r in rows) == sorted(f"t{n}-{i}" for n in range(THREADS) for i in range(STARTS))
+    assert {r["status"] for r in rows} == {"succeeded"}
+
+
+def test_adopt_and_interrupt_from_other_threads_while_runs_start(tmp_path: Path) -> None:
+    """adopt (a queued row executed here) and start race on the engine from two threads."""
+    store = Store.create(tmp_path / "district.db", operator="tester")
+    conn = store.connect()
+    try:
+        queued = [runlog.queue_background(conn, kind="test", title=f"q{i}", operator="tester")
+                  for i in range(20)]
+    finally:
+        conn.close()
+    engine = RunEngine(store, pool_size=1, max_runs=2)
+    barrier = threading.Barrier(2)
+    failures: list[BaseException] = []
+    handles: list = []
+
+    def adopter() -> None:
+        try:
+            barrier.wait(WAIT)
+            for rid in queued:
+                handles.append(engine.adopt(rid, "test", "q", lambda ctx: {"ok": 1}, operator="tester"))
+        except BaseException as exc:   # noqa: BLE001
+            failures.append(exc)
+
+    def starter() -> None:
+        try:
+            barrier.wait(WAIT)
+            for i in range(20):
+                handles.append(engine.start("test", f"s{i}", lambda ctx: {"ok": 1}))
+        except BaseException as exc:   # noqa: BLE001
+            failures.append(exc)
+
+    threads = [threading.Thread(target=adopter), threading.Thread(target=starter)]
+    try:
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(WAIT * 4)
+        assert not failures, [repr(f) for f in failures[:3]]
+        for h in handles:
+            assert h.wait(WAIT) is RunStatus.SUCCEEDED
+    finally:
+        engine.shutdown()
+    conn = store.connect()
+    try:
+        statuses = [r[0] for r in conn.execute("SELECT status FROM runs WHERE kind = 'test'")]
+    finally:
+        conn.close()
+    assert statuses == ["succeeded"] * 40
