@@ -10,6 +10,19 @@ When the rules run (`safeguard`): only after a Full update that did not fail, wi
 (0 to 999,999; equal does not run), and, when `min_percent_of_previous` is set, whose records
 read are at least that percentage of what the job's previous Full run read.
 
+Which previous Full run (`previous_full`, issue 14 item 8): the last one whose rules RAN, not
+merely the last one. A held run read a file nobody trusted (that is why it was held), so it must
+not become the yardstick: after A read 500, B read 212 (held), C with 441 is 88% of A, held,
+though it is 208% of B. Each job run records in its summary `inactivation.ran` (true/false) and
+`inactivation.compared_with` (the run it compared with); a held run hands its yardstick on, so
+the chain survives "delete previously run jobs" pruning the trusted run. A job none of whose
+earlier Full runs ran its rules (the rules were just added) compares with the LARGEST earlier
+complete Full run: none of them is known good, and a truncated file can only be smaller, so the
+largest is the one a bad file cannot pass for. We chose "last that ran" over "the largest of
+the recent ones" everywhere because a district that really shrinks (a school leaves) would then
+stay held until the large run aged out, with no way to say "this smaller file is right"; with
+"last that ran" one run accepted by a lower percentage (or threshold) becomes the new yardstick.
+
 Who they may touch: patrons of the listed patron types, access levels and personas (an empty
 list does not restrict); never a protected patron, never the Unknown Patron.
 
@@ -128,10 +141,76 @@ class Outcome:
 
 # -- when ----------------------------------------------------------------------------------
 
+LAST_RAN = "the last Full update whose rules ran"
+LARGEST = "the largest earlier Full update (none of this job's Full updates has run its rules yet)"
+
+
+@dataclass(frozen=True, slots=True)
+class Baseline:
+    """The Full run the "% of the previous Full update" safeguard compares with."""
+
+    run_id: int
+    read: int
+    date: str      # the day that run started, YYYY-MM-DD
+    why: str       # LAST_RAN or LARGEST
+
+    def as_dict(self) -> dict:
+        return {"run_id": self.run_id, "read": self.read, "date": self.date, "why": self.why}
+
+    @classmethod
+    def from_dict(cls, d: object) -> Baseline | None:
+        if not isinstance(d, dict):
+            return None
+        try:
+            return cls(int(d["run_id"]), int(d["read"]), str(d.get("date") or "?"), str(d.get("why") or LAST_RAN))
+        except (KeyError, TypeError, ValueError):
+            return None
+
+    def text(self) -> str:
+        """E.g. 'the 500 read by run 12 on 2026-12-01, the last Full update whose rules ran'."""
+        return f"the {self.read:,} read by run {self.run_id} on {self.date}, {self.why}"
+
+
+def _rules_ran(inactivation: dict) -> bool:
+    if "ran" in inactivation:
+        return inactivation["ran"] is True
+    # a summary written before `ran` existed: counts were recorded only when the rules ran
+    return "inactivated" in inactivation and not inactivation.get("held")
+
+
+def previous_full(conn, job_id: int, before_run_id: int) -> Baseline | None:
+    """The Full run of job `job_id` (before run `before_run_id`) that the percentage safeguard
+    compares with (see the module doc): the newest succeeded, not dry-run Full run whose rules
+    ran, or the yardstick the newest held one recorded; failing both, the largest such run."""
+    rows = conn.execute(
+        "SELECT id, substr(coalesce(started_at, created_at), 1, 10), json_extract(summary, '$.read'),"
+        " json_extract(summary, '$.inactivation') FROM runs WHERE job_id = ? AND id < ?"
+        " AND status = 'succeeded' AND json_extract(summary, '$.mode') = 'full'"
+        " AND coalesce(json_extract(summary, '$.dry_run'), 0) = 0 ORDER BY id DESC",
+        (job_id, before_run_id)).fetchall()
+    complete: list[Baseline] = []
+    for run_id, day, read, raw in rows:
+        if read is None:
+            continue
+        try:
+            inactivation = json.loads(raw) if raw else {}
+        except ValueError:
+            inactivation = {}
+        inactivation = inactivation if isinstance(inactivation, dict) else {}
+        if _rules_ran(inactivation):
+            return Baseline(int(run_id), int(read), day or "?", LAST_RAN)
+        carried = Baseline.from_dict(inactivation.get("compared_with"))
+        if carried is not None:
+            return carried
+        complete.append(Baseline(int(run_id), int(read), day or "?", LARGEST))
+    return max(complete, key=lambda b: (b.read, b.run_id), default=None)
+
+
 def safeguard(rules: InactivationRules, *, mode: str, status: str, read: int, skipped: int,
-              previous_full_read: int | None = None) -> str | None:
+              previous_full_read: int | None = None, previous: Baseline | None = None) -> str | None:
     """None when the rules may run after this import, else the sentence saying which
-    safeguard held them back."""
+    safeguard held them back. `previous` (see `previous_full`) names the run compared with;
+    `previous_full_read` is its count alone, for callers without a run."""
     if not rules.any_rule:
         return "no inactivation or deletion rule is set"
     if mode != "full":
@@ -143,7 +222,11 @@ def safeguard(rules: InactivationRules, *, mode: str, status: str, read: int, sk
     if read <= rules.records_read_greater_than:
         return (f"{read:,} patron records were read, not more than the job's threshold of "
                 f"{rules.records_read_greater_than:,}: the file may be incomplete")
-    if rules.min_percent_of_previous and previous_full_read:
+    if rules.min_percent_of_previous and previous is not None and previous.read:
+        if read < previous.read * rules.min_percent_of_previous / 100:
+            return (f"{read:,} records read is {read * 100 // previous.read}% of {previous.text()}; the job "
+                    f"needs at least {rules.min_percent_of_previous}%: the file may be incomplete")
+    elif rules.min_percent_of_previous and previous_full_read:
         need = previous_full_read * rules.min_percent_of_previous / 100
         if read < need:
             return (f"{read:,} records read is less than {rules.min_percent_of_previous}% of the "
@@ -327,6 +410,7 @@ def _json(ids: list[int]) -> str:
 
 
 __all__ = [
-    "DeleteInactive", "DeleteOutstanding", "InactivationRules", "MAX_SKIPPED", "Outcome", "RULES",
-    "RULE_NAMES", "apply_rules", "preview", "rule_title", "safeguard", "select",
+    "Baseline", "DeleteInactive", "DeleteOutstanding", "InactivationRules", "LARGEST", "LAST_RAN", "MAX_SKIPPED",
+    "Outcome", "RULES", "RULE_NAMES", "apply_rules", "preview", "previous_full", "rule_title", "safeguard",
+    "select",
 ]

@@ -208,6 +208,23 @@ def _seconds(run: dict[str, Any]) -> str:
     return "-" if value is None else f"{value:g} s"
 
 
+def _inactivation_line(inactivation: Any) -> list[str]:
+    """A job run's Inactivation / Deletion outcome in one line (none when the job has no rule):
+    held and why, or the counts; and the run its "% of the previous Full update" compared with."""
+    if not isinstance(inactivation, dict) or not inactivation:
+        return []
+    if inactivation.get("held"):
+        line = f"Inactivation / deletion held: {inactivation['held']}"
+    else:
+        line = (f"Inactivation / deletion ran: inactivated {inactivation.get('inactivated', 0):,} · "
+                f"deleted {inactivation.get('deleted', 0):,} · kept back {inactivation.get('kept_back', 0):,}")
+    base = inactivation.get("compared_with")
+    if isinstance(base, dict) and base.get("run_id") is not None and "% of " not in line:
+        line += (f" · compared with run {base['run_id']} ({_number(base.get('read', 0))} read on "
+                 f"{base.get('date', '?')})")
+    return [line]
+
+
 def summary_lines(run: dict[str, Any]) -> list[str]:
     """The header of a run's summary, worded for its kind (`run` as runlog.get_run returns it:
     summary and params decoded). Plain text: the caller shows it as text, never markup."""
@@ -226,6 +243,7 @@ def summary_lines(run: dict[str, Any]) -> list[str]:
             f"Errors {s.get('errors', 0):,} · warnings {s.get('warnings', 0):,} · "
             f"conflicts {s.get('conflicts', 0):,} · {mode} · {s.get('duration_s', 0)} s{dry}",
             f"{where} · encoding {s.get('encoding') or params.get('encoding') or 'from the properties file'}",
+            *_inactivation_line(s.get("inactivation")),
         ]
     if not s:
         return [f"{kind_label(kind, short=False)} · {run.get('status', '?')} · no counts recorded"

@@ -21,7 +21,7 @@ from typing import Any
 
 from patron_tui.models import EventKind
 from patron_tui.runs import RunContext, RunFailed
-from patron_tui.services.inactivation import apply_rules, rule_title, safeguard
+from patron_tui.services.inactivation import apply_rules, previous_full, rule_title, safeguard
 from patron_tui.services.jobs import lease
 from patron_tui.services.jobs.model import Job
 from patron_tui.services.jobs.sources import SourceError, fetch
@@ -107,23 +107,26 @@ def _inactivation(ctx: RunContext, job: Job, summary: dict[str, Any], *, today: 
     rules = job.inactivation
     if not rules.any_rule:
         return {}
-    previous = ctx.conn.execute(
-        "SELECT json_extract(summary, '$.read') FROM runs WHERE job_id = ? AND id < ? AND status = 'succeeded'"
-        " AND json_extract(summary, '$.mode') = 'full' AND json_extract(summary, '$.dry_run') = 0"
-        " ORDER BY id DESC LIMIT 1", (job.id, ctx.run_id)).fetchone()
-    held = safeguard(rules, mode=summary.get("mode", ""), status="succeeded", read=int(summary.get("read") or 0),
-                     skipped=int(summary.get("skipped") or 0),
-                     previous_full_read=int(previous[0]) if previous and previous[0] is not None else None)
+    # the yardstick of "% of the previous Full update": the last Full run whose rules RAN (a held
+    # run's file was not trusted, so it is never the yardstick; issue 14 item 8)
+    previous = previous_full(ctx.conn, job.id, ctx.run_id)
+    compared = {"compared_with": previous.as_dict() if previous is not None else None}
+    read = int(summary.get("read") or 0)
+    held = safeguard(rules, mode=summary.get("mode", ""), status="succeeded", read=read,
+                     skipped=int(summary.get("skipped") or 0), previous=previous)
     if held is not None:
         ctx.warning(f"Inactivation / deletion did not run: {held}.", code="inactivation_held")
-        return {"held": held}
+        return {"held": held, "ran": False, **compared}
+    if rules.min_percent_of_previous and previous is not None and previous.read:
+        ctx.info(f"{read:,} records read is {read * 100 // previous.read}% of {previous.text()} (the job needs at "
+                 f"least {rules.min_percent_of_previous}%).", code="inactivation_compared")
     from patron_tui.services.backup import BackupError, maybe_backup
 
     try:   # the setting backup_before_destructive: a backup first, or no inactivation/deletion
         taken = maybe_backup(ctx.conn, f"the inactivation/deletion rules of job {job.name}")
     except BackupError as exc:
         ctx.error(f"Inactivation / deletion did not run: {exc}.", code="inactivation_held")
-        return {"held": str(exc)}
+        return {"held": str(exc), "ran": False, **compared}
     if taken is not None:
         ctx.info(f"Backup before inactivation / deletion: {taken}", code="backup")
     today = today or dt.datetime.now().date()
@@ -139,7 +142,7 @@ def _inactivation(ctx: RunContext, job: Job, summary: dict[str, Any], *, today: 
     ctx.info(f"Inactivation / deletion: {counts['inactivated']} inactivated, {counts['deleted']} deleted, "
              f"{counts['kept_back']} kept back (outstanding transactions, not allowed by the job).",
              code="inactivation_done")
-    return counts
+    return {**counts, "ran": True, **compared}
 
 
 def prune_runs(writer: ChangesetWriter, job_id: int, keep: int | None, *,
