@@ -2,10 +2,12 @@
 undoing a run, the audit trail and the journal's pruning run (services/undo.py,
 services/audit.py).
 
-`undo RUN_ID --dry-run` prints the plan, conflicts included, and changes nothing. Without it, a
-plan with conflicts (rows a later run changed again) is refused and listed unless
+`undo RUN_ID --dry-run` prints the plan, conflicts included, and changes nothing. Without it, the
+undo is a run at once (its row first, then its plan): conflicts (rows a later run changed again,
+before it started or while it planned) refuse it, are listed, and change nothing, unless
 `--skip-conflicts` (leave them as they are now) or `--overwrite` (put the before-images back
-anyway) says what to do. Exit codes: 0 done (or a plan printed), 2 refused or failed.
+anyway) says what to do; the refused undo stays in the run history as a failed run. Exit
+codes: 0 done (or a plan printed), 2 refused or failed.
 """
 
 from __future__ import annotations
@@ -89,13 +91,13 @@ def _print_plan(plan) -> None:
 
 
 def _cmd_undo(db_path: Path, args: argparse.Namespace) -> int:
-    from patron_tui.services.undo import UndoRefused, plan_undo, start_undo
+    from patron_tui.services.undo import UndoRefused, check_undo, conflicts_refusal, plan_undo, start_undo
 
     from patron_tui.services.permissions import PermissionDenied, undo_refusal
 
     store, conn = open_store(db_path)
-    try:
-        plan = plan_undo(conn, args.run_id)
+    try:   # an undo is planned by its run (its row first); a dry run plans here
+        plan = plan_undo(conn, args.run_id) if args.dry_run else check_undo(conn, args.run_id)
         denied = None if args.dry_run else undo_refusal(conn, store.operator, args.run_id)
     finally:
         conn.close()
@@ -113,18 +115,24 @@ def _cmd_undo(db_path: Path, args: argparse.Namespace) -> int:
             _print_plan(plan)
             print("(dry run: nothing changed)")
         return 0
-    if plan.conflicts and not (args.overwrite or args.skip_conflicts):
+    # without a choice, conflicts refuse the undo, whether they are there as it plans or
+    # appear before its write transaction (the run checks inside it)
+    checked: list = []
+    handle = run_to_end(store, lambda engine: start_undo(
+        engine, store, store.operator, args.run_id, on_plan=checked.append,
+        on_conflict="overwrite" if args.overwrite else "skip" if args.skip_conflicts else "refuse"),
+        (UndoRefused, PermissionDenied))
+    s = run_summary(handle)
+    if s.get("conflicts_refused") and checked:
+        plan = checked[-1]
         if args.json:
-            print(json.dumps({"dry_run": False, "refused": "conflicts", **plan.to_json()}, indent=2,
+            print(json.dumps({"dry_run": False, "refused": "conflicts", **plan.to_json(),
+                              "undo_run_id": handle.run_id, "status": handle.status.value}, indent=2,
                              ensure_ascii=False))
         else:
             _print_plan(plan)
-        return fail(f"{len(plan.conflicts)} row(s) were changed again by a later run; nothing was undone. "
+        return fail(f"{conflicts_refusal(s['conflicts_refused'])} "
                     "Run again with --skip-conflicts (leave them as they are) or --overwrite (put them back).")
-    handle = run_to_end(store, lambda engine: start_undo(engine, store, store.operator, args.run_id,
-                                                         on_conflict="overwrite" if args.overwrite else "skip"),
-                        (UndoRefused, PermissionDenied))
-    s = run_summary(handle)
     return outcome(handle, args.json, run_json(handle, undoes=args.run_id), ensure_ascii=False,
                    done=f"run {handle.run_id}: undid run {args.run_id}: {s.get('reinserted', 0)} rows re-inserted, "
                    f"{s.get('deleted', 0)} deleted, {s.get('restored', 0)} restored; {s.get('conflicts', 0)} "

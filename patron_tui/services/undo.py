@@ -24,9 +24,15 @@ the database refuses one (a unique barcode, a missing parent), that group is app
 by row, in journal order, each row in a savepoint of its own.
 
 Every undo write goes through the changeset writer under the undo's own run id, in ONE
-transaction, and the plan is made again inside that transaction (under the write lock), so
-what is applied is what was checked. The undo is journalled like any run: undoing an undo
-redoes the original run.
+transaction. The undo's run row is written first (`start_undo` only checks the refusals, in
+milliseconds); the run plans outside the write lock, noting the newest journal row first, and
+inside its write transaction looks once at the journal rows above that mark in the tables the
+plan reads (an indexed range, not a row-by-row compare): none, the plan holds; any, it is
+planned again there, under the lock. So what is applied is what was checked, and a conflict
+that appeared while the undo planned is found like one that was there before: without a
+choice for it (on_conflict "refuse", or a conflict outside the `accepted` ones the operator was
+shown) the undo fails with `conflicts_refusal`'s sentence and changes nothing. The undo is
+journalled like any run: undoing an undo redoes the original run.
 
 Conflicts (rows a later run changed again): a row is in conflict when a journal row written
 after the run's first one, by another run, touches the same table and key and one of the
@@ -39,8 +45,9 @@ dependants a later run added. The runs of this run's own undo/redo chain do not 
 a later run that is undone now, with its undo: they cancel out.
 On a conflict the operator chooses: "skip" leaves the whole row as it is now (the rest is
 undone), "overwrite" puts the before-image back anyway (an added row's later dependants are
-deleted with it, through the writer). A row the database refuses during the undo is skipped
-with a message under "skip" and fails the whole undo (nothing changed) under "overwrite".
+deleted with it, through the writer); with no choice ("refuse") a conflict fails the undo. A
+row the database refuses during the undo is skipped with a message under "skip" and fails the
+whole undo (nothing changed) under "overwrite" and "refuse".
 
 Refusals (`UndoRefused`, one sentence): an unknown run, a run still queued or running, a dry
 run, a run that wrote nothing, a run finished more than `journal_retention_days` ago, a run
@@ -54,7 +61,7 @@ from __future__ import annotations
 import datetime as dt
 import json
 import sqlite3
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -66,12 +73,19 @@ from patron_tui.store.changeset import ChangesetWriter, decode_image
 UNDO_KIND = "undo"
 RETENTION_SETTING = "journal_retention_days"
 DEFAULT_RETENTION_DAYS = 400
-OnConflict = Literal["skip", "overwrite"]
+OnConflict = Literal["refuse", "skip", "overwrite"]
+ON_CONFLICT = ("refuse", "skip", "overwrite")
 
 __all__ = [
-    "DEFAULT_RETENTION_DAYS", "OnConflict", "RETENTION_SETTING", "UNDO_KIND", "UndoConflict", "UndoPlan",
-    "UndoRefused", "plan_undo", "retention_days", "start_undo", "undo_run", "undone_by",
+    "DEFAULT_RETENTION_DAYS", "ON_CONFLICT", "OnConflict", "RETENTION_SETTING", "UNDO_KIND", "UndoConflict",
+    "UndoPlan", "UndoRefused", "check_undo", "conflicts_refusal", "plan_undo", "retention_days", "start_undo",
+    "undo_run", "undone_by",
 ]
+
+
+def conflicts_refusal(n: int) -> str:
+    """The sentence of an undo refused for `n` conflicts, found before it started or while it ran."""
+    return f"{n:,} row(s) were changed again by a later run; nothing was undone."
 
 
 class UndoRefused(ValueError):
@@ -340,12 +354,7 @@ def _q(name: str) -> str:
 def plan_undo(conn: sqlite3.Connection, run_id: int, *, now: dt.datetime | None = None) -> UndoPlan:
     """What undoing `run_id` would do now, and the rows a later run changed again. A plan whose
     `refusal` is set cannot be carried out (the sentence says why)."""
-    now = now or dt.datetime.now(dt.timezone.utc)
-    run = conn.execute("SELECT * FROM runs WHERE id = ?", (run_id,)).fetchone()
-    run = dict(run) if run is not None else None
-    plan = UndoPlan(run_id, title=run["title"] if run else "", kind=run["kind"] if run else "",
-                    status=run["status"] if run else "")
-    plan.refusal = _refusal(conn, run, run_id, now)
+    plan = check_undo(conn, run_id, now=now)
     if plan.refusal:
         return plan
     shapes = _Shapes(conn)
@@ -358,6 +367,37 @@ def plan_undo(conn: sqlite3.Connection, run_id: int, *, now: dt.datetime | None 
     _count(plan)
     _find_conflicts(conn, plan, shapes, run_id, first_id)
     return plan
+
+
+def check_undo(conn: sqlite3.Connection, run_id: int, *, now: dt.datetime | None = None) -> UndoPlan:
+    """The head of `plan_undo`, in milliseconds whatever the run's size: the run's title, kind and
+    status and the refusal, if any; no steps, counts or conflicts (the undo run plans those)."""
+    now = now or dt.datetime.now(dt.timezone.utc)
+    run = conn.execute("SELECT * FROM runs WHERE id = ?", (run_id,)).fetchone()
+    run = dict(run) if run is not None else None
+    plan = UndoPlan(run_id, title=run["title"] if run else "", kind=run["kind"] if run else "",
+                    status=run["status"] if run else "")
+    plan.refusal = _refusal(conn, run, run_id, now)
+    return plan
+
+
+def _journal_mark(conn: sqlite3.Connection) -> int:
+    """The newest journal row's id: every write committed later journals rows above it."""
+    return conn.execute("SELECT coalesce(max(id), 0) FROM change_journal").fetchone()[0]
+
+
+def _written_since(conn: sqlite3.Connection, plan: UndoPlan, shapes: _Shapes, mark: int) -> bool:
+    """Whether a write committed after `mark` touched a table the plan reads: one indexed look
+    at the journal rows above the mark (every write journals, store/changeset.py), so an undo
+    that nobody wrote across keeps its plan, and one that somebody did is planned again."""
+    tables = {s.table for s in plan.steps}
+    for t in list(tables):
+        tables.update(child for child, _col, _to in shapes.children(t))
+    if not tables:
+        return False
+    marks = ",".join("?" * len(tables))
+    return conn.execute(f"SELECT 1 FROM change_journal WHERE id > ? AND table_name IN ({marks}) LIMIT 1",
+                        (mark, *sorted(tables))).fetchone() is not None
 
 
 def _step(plan: UndoPlan, table: str, action: str) -> _Step:
@@ -692,52 +732,86 @@ def _name_patrons(conn, plan: UndoPlan, images: dict[tuple[str, str], dict[str, 
 # -- the run ----------------------------------------------------------------------------------
 
 def start_undo(engine: RunEngine, store: Any, operator: str, run_id: int, *,
-               on_conflict: OnConflict = "skip") -> RunHandle:
-    """Check that `run_id` can be undone (UndoRefused with the sentence if not) and start the
-    undo run (kind "undo", params {"undoes": run_id, "on_conflict": ...}). `operator` is who
-    asks; like every run, the undo runs and is journalled as the engine's store operator."""
-    if on_conflict not in ("skip", "overwrite"):
-        raise ValueError(f"on_conflict must be 'skip' or 'overwrite', not {on_conflict!r}")
+               on_conflict: OnConflict = "refuse", accepted: Iterable[tuple[str, str]] | None = None,
+               on_plan: Callable[[UndoPlan], None] | None = None) -> RunHandle:
+    """Check that `run_id` can be undone and this operator may (UndoRefused / PermissionDenied
+    with the sentence if not: `check_undo`, milliseconds) and start the undo run (kind "undo",
+    params {"undoes": run_id, "on_conflict": ...}): its row is written before it plans, so a
+    long plan is a running run that every console can see. `operator` is who asks; like every
+    run, the undo runs and is journalled as the engine's store operator.
+
+    `on_conflict`: "refuse" (nobody chose: any conflict fails the undo, nothing changed), "skip"
+    or "overwrite" (what to do with them). `accepted`: the (table, key) of the conflicts the
+    operator was shown and chose for; a conflict outside them refuses the undo, as if nobody had
+    chosen (None: the choice holds for every conflict, the CLI's flags). `on_plan(plan)` is
+    called on the run's thread with the plan checked inside the write transaction (the CLI
+    lists a refused undo's conflicts from it)."""
+    if on_conflict not in ON_CONFLICT:
+        raise ValueError(f"on_conflict must be one of {', '.join(ON_CONFLICT)}, not {on_conflict!r}")
     from patron_tui.services.permissions import require_undo   # PermissionDenied: who may undo what
 
     conn = store.connect()
     try:
         require_undo(conn, operator, run_id)
-        plan = plan_undo(conn, run_id)
+        head = check_undo(conn, run_id)
     finally:
         conn.close()
-    if plan.refusal:
-        raise UndoRefused(plan.refusal)
-    return engine.start(UNDO_KIND, f"Undo run {run_id}: {plan.title}",
-                        lambda ctx: undo_run(ctx, run_id, on_conflict),
+    if head.refusal:
+        raise UndoRefused(head.refusal)
+    shown = None if accepted is None else frozenset((str(t), str(k)) for t, k in accepted)
+    return engine.start(UNDO_KIND, f"Undo run {run_id}: {head.title}",
+                        lambda ctx: undo_run(ctx, run_id, on_conflict, accepted=shown, on_plan=on_plan),
                         params={"undoes": run_id, "on_conflict": on_conflict})
 
 
-def undo_run(ctx: RunContext, run_id: int, on_conflict: OnConflict) -> dict[str, Any]:
-    """The undo as a run: plan again under the write lock, then apply every step in one
-    transaction (see the module doc). Returns the summary."""
-    if on_conflict not in ("skip", "overwrite"):
-        raise RunFailed(f"on_conflict must be 'skip' or 'overwrite', not {on_conflict!r}")
+def undo_run(ctx: RunContext, run_id: int, on_conflict: OnConflict = "refuse", *,
+             accepted: frozenset[tuple[str, str]] | None = None,
+             on_plan: Callable[[UndoPlan], None] | None = None) -> dict[str, Any]:
+    """The undo as a run: plan (its row is already written), then in ONE write transaction
+    check the plan still holds, refuse on conflicts nobody chose for, and apply every step (see
+    the module doc and `start_undo`). Returns the summary."""
+    if on_conflict not in ON_CONFLICT:
+        raise RunFailed(f"on_conflict must be one of {', '.join(ON_CONFLICT)}, not {on_conflict!r}")
     skipped: list[str] = []
     counts = {"reinserted": 0, "deleted": 0, "restored": 0}
+    ctx.info(f"Planning the undo of run {run_id}.", code="planning")
+    mark = _journal_mark(ctx.conn)   # before the plan reads: a write it may not see journals above
+    plan = plan_undo(ctx.conn, run_id)
+    if plan.refusal:
+        raise RunFailed(plan.refusal)
+    ctx.check_cancelled()
     with ctx.writer() as w:
-        plan = plan_undo(w.conn, run_id)
-        if plan.refusal:
-            raise RunFailed(plan.refusal)
-        ctx.info(plan.describe(), code="plan")
         shapes = _Shapes(w.conn)
+        if _written_since(w.conn, plan, shapes, mark):   # under the write lock: what is applied is what was checked
+            plan = plan_undo(w.conn, run_id)
+            if plan.refusal:
+                raise RunFailed(plan.refusal)
+        if on_plan is not None:
+            on_plan(plan)
+        refused = [c for c in plan.conflicts if on_conflict == "refuse"
+                   or (accepted is not None and (c.table, c.key) not in accepted)]
+        if refused:   # rolled back as the exception leaves the transaction: nothing changed
+            ctx.messages(EventKind.WARNING, [(f"Changed again: {c.describe()}.", c.reason, None, c.barcode,
+                                              c.patron_id) for c in refused])
+            ctx.summary.update({"undoes": run_id, "on_conflict": on_conflict, "conflicts": len(plan.conflicts),
+                                "conflicts_refused": len(refused)})
+            raise RunFailed(conflicts_refusal(len(refused)))
+        ctx.info(plan.describe(), code="plan")
         total = len(plan.steps)
         for i, step in enumerate(plan.steps):
             ctx.check_cancelled()
             _apply_step(w, shapes, plan, step, on_conflict, counts, skipped)
             ctx.progress(i + 1, total)
+        # the run's outcome commits with its data (RunContext.writer)
+        ctx.summary.update({"undoes": run_id, "on_conflict": on_conflict, **counts,
+                            "conflicts": len(plan.conflicts), "refused": len(skipped)})
     word = "Left as it is" if on_conflict == "skip" else "Overwritten"
     ctx.messages(EventKind.SKIPPED if on_conflict == "skip" else EventKind.WARNING, [
         (f"{word}: {c.describe()}.", c.reason, None, c.barcode, c.patron_id) for c in plan.conflicts])
     ctx.messages(EventKind.SKIPPED, [(text, "refused", None, None, None) for text in skipped])
     ctx.info(f"Undid run {run_id}: {counts['reinserted']:,} rows re-inserted, {counts['deleted']:,} deleted, "
              f"{counts['restored']:,} restored; {len(plan.conflicts):,} conflicts "
-             f"{'skipped' if on_conflict == 'skip' else 'overwritten'}"
+             f"{'overwritten' if on_conflict == 'overwrite' else 'skipped'}"
              f"{f', {len(skipped):,} rows refused by the database' if skipped else ''}.", code="undone")
     return {"undoes": run_id, "on_conflict": on_conflict, **counts, "conflicts": len(plan.conflicts),
             "refused": len(skipped)}
@@ -862,7 +936,7 @@ def _guarded(w: ChangesetWriter, bulk, one_by_one: Iterable, table: str, on_conf
 
 def _refused(on_conflict: str, skipped: list[str], table: str, key: str, exc: Exception) -> int:
     what = f"{table} {key}".strip()
-    if on_conflict == "overwrite":
+    if on_conflict != "skip":   # overwrite, or refuse (nobody chose to leave a row out)
         raise RunFailed(f"The database refused to put back {what} ({exc}); the undo was rolled back: "
                         f"nothing was changed.")
     skipped.append(f"Not put back: {what}: the database refused it ({exc}).")

@@ -7,7 +7,10 @@ patron, the value the run left and the value now, the later run), with the choic
 them (leave them as they are now) or overwrite them. A run that cannot be undone, or that this
 operator may not undo (permissions.require_undo: the permission of the run's kind), shows the
 sentence that says why. Typing "undo" and Enter starts the undo run (`start_undo`); when it
-ends the dialog returns the undo run's id, and the caller opens its summary.
+ends the dialog returns the undo run's id, and the caller opens its summary. The choice holds
+for the conflicts shown: when rows are changed again after the plan was read (no conflict shown,
+or more than were shown), the undo refuses them, changes nothing, and the dialog reads the plan
+again, says so and asks again.
 """
 
 from __future__ import annotations
@@ -117,6 +120,7 @@ class UndoScreen(ModalScreen["int | None"]):
         self.handle = None
         self._timer = None
         self._started = 0.0
+        self._asked_again = ""   # why the plan was read again (an undo refused for new conflicts)
 
     def compose(self) -> ComposeResult:
         with Vertical(id="undo-frame"):
@@ -174,12 +178,14 @@ class UndoScreen(ModalScreen["int | None"]):
         self.query_one("#undo-ask").display = True
         confirm = self.query_one("#undo-confirm", Input)
         confirm.display = True
+        again, self._asked_again = self._asked_again, ""
         if plan.conflicts:
             self.query_one("#undo-choice", Select).focus()
-            self.set_status("Choose what happens to the conflicts, Tab, type undo, Enter · Esc cancels")
+            self.set_status(f"{again}Choose what happens to the conflicts, Tab, type undo, Enter · Esc cancels")
         else:
             confirm.focus()
-            self.set_status("The undo is one transaction and a run of its own (it can be undone) · Esc cancels")
+            self.set_status(f"{again}The undo is one transaction and a run of its own (it can be undone)"
+                            " · Esc cancels")
 
     def show_conflict(self, index: int | None) -> None:
         """The highlighted conflict in full: its values are cut short in the table."""
@@ -210,10 +216,12 @@ class UndoScreen(ModalScreen["int | None"]):
         event.input.disabled = True
         self.query_one("#undo-choice", Select).disabled = True
         self.set_status("Starting the undo…")
-        self.start(self.on_conflict)
+        # the choice is for the conflicts shown; none shown: a conflict found by the run refuses it
+        shown = self.plan.conflicts
+        self.start(self.on_conflict if shown else "refuse", {(c.table, c.key) for c in shown})
 
     @work(thread=True, exclusive=True, exit_on_error=False, group="undo-start")
-    def start(self, on_conflict: str) -> None:
+    def start(self, on_conflict: str, accepted: set[tuple[str, str]] | None = None) -> None:
         from patron_tui.services.permissions import PermissionDenied
         from patron_tui.services.undo import UndoRefused, start_undo
 
@@ -223,7 +231,7 @@ class UndoScreen(ModalScreen["int | None"]):
             return
         try:
             handle = start_undo(engine, self.app.store, self.app.store.operator, self.run_id,
-                                on_conflict=on_conflict)
+                                on_conflict=on_conflict, accepted=accepted)
         except (UndoRefused, PermissionDenied) as exc:
             self.app.call_from_thread(self.refused, str(exc))
             return
@@ -255,6 +263,9 @@ class UndoScreen(ModalScreen["int | None"]):
             return
         if self._timer is not None:
             self._timer.stop()
+        if handle.status.value == "failed" and (handle.summary or {}).get("conflicts_refused"):
+            self.ask_again(handle)
+            return
         bar.update(total=1, progress=1)
         if handle.status.value == "succeeded":
             self.notify(f"Run {handle.run_id}: undid run {self.run_id}.", markup=False)
@@ -262,6 +273,22 @@ class UndoScreen(ModalScreen["int | None"]):
             self.notify(visible(f"Run {handle.run_id} {handle.status.value}: {handle.error or ''}"),
                         severity="error", markup=False, timeout=10)
         self.dismiss(handle.run_id)
+
+    def ask_again(self, handle) -> None:
+        """The undo found rows changed again that nobody chose for, and changed nothing: read
+        the plan again (they are listed) and ask."""
+        self.notify(visible(f"Run {handle.run_id}: {handle.error}"), severity="warning", markup=False, timeout=10)
+        self._asked_again = visible(f"Run {handle.run_id}: {handle.error} ")
+        self.handle = None
+        self.plan = None
+        self.query_one("#undo-progress").display = False
+        confirm = self.query_one("#undo-confirm", Input)
+        confirm.value = ""
+        confirm.disabled = False
+        self.query_one("#undo-choice", Select).disabled = False
+        self.query_one("#undo-plan", Static).update(Content(f"Reading what undoing run {self.run_id} would do…"))
+        self.set_status(self._asked_again)
+        self.load()
 
     def action_close(self) -> None:
         if self.handle is not None and not self.handle.finished:
