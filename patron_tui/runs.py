@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import os
 import queue
+import signal
 import sqlite3
 import threading
 import time
@@ -207,6 +208,11 @@ class RunContext:
     counts: dict[str, int] = field(
         default_factory=lambda: {"info": 0, "warning": 0, "skipped": 0, "error": 0}
     )
+    # set while the run has more to do after its next commit (a job's import before its rules, a
+    # filler's chunk): that commit is not the outcome, and this is the run's error if it dies then
+    if_stopped: str | None = None
+    committed: bool = False           # one of its transactions committed (data may have changed)
+    outcome_committed: bool = False   # its last transaction committed: the run is 'succeeded'
     _conn: sqlite3.Connection | None = None
     _last_progress: float = 0.0
 
@@ -225,8 +231,25 @@ class RunContext:
             self._conn = self.engine.store.connect()
         return self._conn
 
-    def writer(self) -> ChangesetWriter:
-        return ChangesetWriter(self.conn, operator=self.operator, run_id=self.run_id)
+    def writer(self, *, outcome: bool = True) -> ChangesetWriter:
+        """The run's write transaction, with the run's outcome in it (DESIGN.md: a run killed at
+        any moment is either not applied and interrupted, or applied and succeeded).
+
+        Just before COMMIT the run's row is written on the same connection
+        (runlog.record_outcome): with `if_stopped` None, status 'succeeded', `summary` and the
+        message counts; with `if_stopped` set (more work follows this commit), the summary so
+        far and that sentence. So a run function puts its summary in `ctx.summary` before it
+        leaves its `with ctx.writer()` block. `outcome=False`: housekeeping that is not the
+        run's outcome (a job pruning its old runs) leaves the run's row alone."""
+        return _RunWriter(self, self.conn, operator=self.operator, run_id=self.run_id,
+                          before_commit=self._record_outcome if outcome else None)
+
+    def _record_outcome(self, w: ChangesetWriter) -> None:
+        final = self.if_stopped is None
+        runlog.record_outcome(w.conn, self.run_id, summary={**self.summary, "messages": dict(self.counts)},
+                              if_stopped=self.if_stopped)
+        w.final_outcome = final   # type: ignore[attr-defined]
+        kill_point("commit")
 
     @property
     def cancelled(self) -> bool:
@@ -277,6 +300,42 @@ class RunContext:
         if self._conn is not None:
             self._conn.close()
             self._conn = None
+
+
+class _RunWriter(ChangesetWriter):
+    """A run's changeset writer: after its COMMIT, the run knows what is committed."""
+
+    def __init__(self, ctx: RunContext, *args: Any, **kw: Any) -> None:
+        super().__init__(*args, **kw)
+        self._ctx = ctx
+        self.final_outcome = False
+
+    def __exit__(self, exc_type, exc, tb) -> None:
+        super().__exit__(exc_type, exc, tb)
+        if self.committed:
+            self._ctx.committed = True
+            if self.final_outcome:
+                self._ctx.outcome_committed = True
+            kill_point("committed")
+
+
+_kill_seen: dict[str, int] = {}
+
+
+def kill_point(name: str) -> None:
+    """For the kill tests (tests/test_run_truth.py): with PATRON_TUI_KILL_AT=name (or name:N, the
+    N-th time), the process SIGKILLs itself here. Points: "commit" (a run's outcome written, just
+    before COMMIT), "committed" (just after COMMIT), "finish" (before the engine's finish_run),
+    "finished" (after it)."""
+    want = os.environ.get("PATRON_TUI_KILL_AT")
+    if not want:
+        return
+    point, _, nth = want.partition(":")
+    if point != name:
+        return
+    _kill_seen[name] = _kill_seen.get(name, 0) + 1
+    if _kill_seen[name] == (int(nth) if nth.isdigit() else 1):
+        os.kill(os.getpid(), signal.SIGKILL)
 
 
 # -- handles and the engine ---------------------------------------------------------------
@@ -508,13 +567,19 @@ class RunEngine:
                 ctx.summary.update(result)
             status = RunStatus.SUCCEEDED
         except RunCancelled:
-            if handle.interrupted:
+            kept = ("; what it had committed before is kept (see the summary)" if ctx.committed else "")
+            if ctx.outcome_committed:
+                # its last transaction committed with the outcome 'succeeded': the stop came after
+                status = RunStatus.SUCCEEDED
+                ctx.warning("Stopped after its changes were committed: they are kept, and the run succeeded.",
+                            code="committed")
+            elif handle.interrupted:
                 status, error = RunStatus.INTERRUPTED, handle.interrupted
-                ctx.warning(f"Run interrupted ({error}): nothing it was writing was kept.", code="interrupted")
+                ctx.warning(f"Run interrupted ({error}): nothing it was writing was kept{kept}.", code="interrupted")
             else:
                 status = RunStatus.CANCELLED
                 error = "cancelled by the operator"
-                ctx.warning("Run cancelled: nothing it was writing was kept.", code="cancelled")
+                ctx.warning(f"Run cancelled: nothing it was writing was kept{kept}.", code="cancelled")
         except (RunFailed, DatabaseBusy) as exc:
             error = str(exc)
             ctx.error(error, code="failed" if isinstance(exc, RunFailed) else "busy")
@@ -523,10 +588,17 @@ class RunEngine:
             ctx.error(f"Run failed: {error}", code="crash")
         finally:
             ctx.close()
+            if ctx.outcome_committed and status is not RunStatus.SUCCEEDED:
+                # what failed came after the commit that made the run 'succeeded' (reporting, say):
+                # the changes and that outcome stand; the failure is in the run's messages
+                ctx.warning(f"After its changes were committed: {error}", code="after_commit")
+                status, error = RunStatus.SUCCEEDED, None
             summary = {**ctx.summary, "messages": dict(ctx.counts)}
             self._flush_messages()
             try:
+                kill_point("finish")
                 runlog.finish_run(conn, handle.run_id, status=status.value, summary=summary, error=error)
+                kill_point("finished")
             finally:
                 conn.close()
             handle.status, handle.summary, handle.error = status, summary, error

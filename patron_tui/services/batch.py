@@ -556,6 +556,12 @@ def run_batch_update(ctx: RunContext, target: Target, update: BatchUpdate) -> di
             ctx.check_cancelled()
         finally:
             _drop(conn)
+        unchanged = patrons - len(failed) - out.created - out.updated
+        summary = {"patrons": patrons, "profiles_created": out.created, "profiles_updated": out.updated,
+                   "unchanged": unchanged, "errors": len(failed), "queues_queued": out.queued,
+                   "subjects_added": out.subjects, "medium": update.medium, "statement": sel.statement,
+                   "set_name": sel.set_name}
+        ctx.summary.update(summary)   # the run's outcome commits with its data (RunContext.writer)
     if failed:
         names = {r["id"]: r for r in conn.execute(
             "SELECT id, barcode, last_name, first_name FROM patrons WHERE id IN (SELECT value FROM json_each(?))",
@@ -568,11 +574,6 @@ def run_batch_update(ctx: RunContext, target: Target, update: BatchUpdate) -> di
                          "patron_refused", None, r["barcode"] if r is not None else None, pid))
         ctx.messages(EventKind.ERROR, rows)
     ctx.progress(patrons, patrons, force=True)
-    unchanged = patrons - len(failed) - out.created - out.updated
-    summary = {"patrons": patrons, "profiles_created": out.created, "profiles_updated": out.updated,
-               "unchanged": unchanged, "errors": len(failed), "queues_queued": out.queued,
-               "subjects_added": out.subjects, "medium": update.medium, "statement": sel.statement,
-               "set_name": sel.set_name}
     ctx.info(f"{out.updated} profiles updated, {out.created} created, {unchanged} already as asked, "
              f"{len(failed)} refused; {out.queued} service queues waiting for the filler.")
     return summary

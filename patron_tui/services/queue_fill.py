@@ -123,12 +123,18 @@ def fill_queues(ctx: RunContext) -> dict[str, Any]:
     ctx.progress(0, total, force=True)
     while True:
         ctx.check_cancelled()
+        # each chunk commits on its own with the counts so far (and, if the process dies before
+        # the next, what it filled); the transaction that finds nothing left to fill is the run's
+        # outcome, 'succeeded' (RunContext.writer)
+        ctx.summary.update({"queues_filled": queues, "titles_added": titles, "queues_without_new_titles": empty,
+                            "chunks": chunks})
         with ctx.writer() as w:
             # chosen under the write lock: another filler cannot take the same requests
             reqs = conn.execute(
                 "SELECT id, profile_id FROM queue_fill_requests WHERE done_at IS NULL ORDER BY id LIMIT ?",
                 (chunk,)).fetchall()
             if not reqs:
+                ctx.if_stopped = None   # nothing left: this commit is the outcome, 'succeeded'
                 break
             now = utc_now()
             rows: list[dict[str, Any]] = []
@@ -143,6 +149,10 @@ def fill_queues(ctx: RunContext) -> dict[str, Any]:
                 empty += not add
             w.insert_many("service_queue", rows)
             w.update_many("queue_fill_requests", marks)
+            ctx.summary.update({"queues_filled": queues + len(reqs), "titles_added": titles + chunk_titles,
+                                "queues_without_new_titles": empty, "chunks": chunks + 1})
+            ctx.if_stopped = (f"the process stopped after filling {queues + len(reqs)} service queues in "
+                              "committed chunks; the queues still waiting are filled by the next filler")
         chunks += 1
         done += len(reqs)
         queues += len(reqs)

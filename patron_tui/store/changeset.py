@@ -137,10 +137,15 @@ class ChangesetWriter:
     write nor a journal row.
     """
 
-    def __init__(self, conn: sqlite3.Connection, *, operator: str, run_id: int | None) -> None:
+    def __init__(self, conn: sqlite3.Connection, *, operator: str, run_id: int | None,
+                 before_commit: Callable[["ChangesetWriter"], None] | None = None) -> None:
         if not operator:
             raise ValueError("the changeset writer needs the operator's login name")
         self.conn = conn
+        # called on a clean exit, inside the transaction, just before COMMIT: what must commit
+        # with the data or not at all (a run's outcome: RunContext.writer); raising rolls back
+        self.before_commit = before_commit
+        self.committed = False
         self.operator = operator
         self.run_id = run_id
         self.ts = utc_now()
@@ -161,7 +166,10 @@ class ChangesetWriter:
         self._open = False
         if exc_type is None:
             try:
+                if self.before_commit is not None:
+                    self.before_commit(self)
                 self.conn.execute("COMMIT")
+                self.committed = True
             except BaseException:
                 if self.conn.in_transaction:
                     self.conn.execute("ROLLBACK")

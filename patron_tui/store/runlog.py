@@ -66,6 +66,28 @@ def finish_run(
         )
 
 
+IF_STOPPED = "if_stopped"   # summary key: why the run reads interrupted if its process dies now
+
+
+def record_outcome(conn: sqlite3.Connection, run_id: int, *, summary: dict[str, Any],
+                   if_stopped: str | None = None) -> None:
+    """Inside the caller's data transaction, just before its COMMIT (ChangesetWriter's
+    before_commit, installed by RunContext.writer): the run's outcome commits with its data.
+
+    `if_stopped` None: this is the run's last transaction, so the run is 'succeeded' with
+    `summary` the moment its data is committed. Otherwise more work follows the commit: the
+    run stays 'running' with the summary so far, and `if_stopped` (kept in the summary) is the
+    error it reads if its process dies before the next commit (mark_dead_runs_interrupted).
+    A final status is never regressed: only a 'running' row is touched."""
+    if if_stopped is None:
+        conn.execute(
+            "UPDATE runs SET status='succeeded', summary=?, error=NULL, finished_at=? WHERE id=? AND status='running'",
+            (json.dumps(summary), utc_now(), run_id))
+    else:
+        conn.execute("UPDATE runs SET summary=? WHERE id=? AND status='running'",
+                     (json.dumps({**summary, IF_STOPPED: if_stopped}), run_id))
+
+
 def set_progress(conn: sqlite3.Connection, run_id: int, done: int, total: int | None) -> None:
     with write_transaction(conn):
         conn.execute(
@@ -100,7 +122,10 @@ def insert_messages(conn: sqlite3.Connection, run_id: int, ts: str, level: str, 
 
 
 def mark_dead_runs_interrupted(conn: sqlite3.Connection) -> list[int]:
-    """Runs left 'running' by a process of this host that no longer exists."""
+    """Runs left 'running' by a process of this host that no longer exists: 'interrupted'; the
+    error is what the run said it would be if stopped then (`record_outcome`'s if_stopped: a run
+    of several transactions killed between two of them), else "the process running it stopped"
+    (nothing it wrote was committed). Called when an engine starts and on every scheduler pass."""
     host = host_name()
     dead = [
         r["id"]
@@ -113,7 +138,8 @@ def mark_dead_runs_interrupted(conn: sqlite3.Connection) -> list[int]:
         with write_transaction(conn):
             conn.executemany(
                 "UPDATE runs SET status='interrupted', finished_at=?,"
-                " error=coalesce(error, 'the process running it stopped') WHERE id=? AND status='running'",
+                " error=coalesce(error, json_extract(summary, '$." + IF_STOPPED + "'),"
+                " 'the process running it stopped') WHERE id=? AND status='running'",
                 [(utc_now(), i) for i in dead],
             )
     return dead

@@ -275,10 +275,11 @@ def resolve_conflict(ctx: RunContext, conflict_id: int, action: str, new_value: 
             "status": _DONE_STATUS[action], "new_value": new_value if action == "edit" else None,
             "resolved_at": w.ts, "resolved_by": ctx.operator, "resolution_run_id": ctx.run_id,
         })
+        result.update(status=_DONE_STATUS[action], patron_id=patron_id, run_id=c.run_id, field=fld,
+                      value=c.value, new_value=new_value if action == "edit" else None)
+        ctx.summary.update(result)   # the run's outcome commits with its data (RunContext.writer)
     ctx.info(message, code=f"conflict_{_DONE_STATUS[action]}", line=c.line,
              barcode=str(c.incoming.get("barcode") or "") or None, patron_id=patron_id)
-    result.update(status=_DONE_STATUS[action], patron_id=patron_id, run_id=c.run_id, field=fld,
-                  value=c.value, new_value=new_value if action == "edit" else None)
     return result
 
 

@@ -235,6 +235,7 @@ def run_import(
             imp.finish(writer)
             if dry_run:
                 raise _DryRun()
+            ctx.summary.update(_outcome(summary, imp, ctx, started))   # commits with the data
     except _DryRun:
         pass
     except ImportFileError as exc:
@@ -242,17 +243,24 @@ def run_import(
     finally:
         if chunks is not None:
             chunks.close()
-    summary.update(imp.counts)
-    summary["errors"] = ctx.counts["error"]
-    summary["warnings"] = ctx.counts["warning"]
-    summary["by_code"] = dict(sorted(imp.by_code.items()))
-    summary["duration_s"] = round(time.monotonic() - started, 3)
+    _outcome(summary, imp, ctx, started)
     ctx.info(
         f"{'Dry run: ' if dry_run else ''}{summary['read']} records read: {summary['added']} added, "
         f"{summary['updated']} updated, {summary['unchanged']} unchanged, {summary['skipped']} skipped "
         f"({summary['conflicts']} barcode conflicts){'; nothing was changed' if dry_run else ''}.",
         code="import_done",
     )
+    return summary
+
+
+def _outcome(summary: dict[str, Any], imp: "_Import", ctx: RunContext, started: float) -> dict[str, Any]:
+    """The import's counts into `summary`: in the write transaction (the run's outcome commits
+    with its data: RunContext.writer), and again after it."""
+    summary.update(imp.counts)
+    summary["errors"] = ctx.counts["error"]
+    summary["warnings"] = ctx.counts["warning"]
+    summary["by_code"] = dict(sorted(imp.by_code.items()))
+    summary["duration_s"] = round(time.monotonic() - started, 3)
     return summary
 
 

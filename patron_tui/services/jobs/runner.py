@@ -81,10 +81,21 @@ def run_job(ctx: RunContext, job_name: str, mode: str, *, staging_dir: str | Pat
             ctx.info(f"Fetched {path.name} ({path.stat().st_size:,} bytes)", code="fetched")
             from patron_tui.services.imports.engine import run_import
 
+            ctx.summary.update({"job": job.name, "source": job.source_label()})
+            if job.inactivation.any_rule:
+                # the import's commit is not the run's outcome: the rules follow in a transaction
+                # of their own, and a process that dies between the two says so (RunContext.writer)
+                ctx.if_stopped = ("its import was committed, then the process stopped before the job's "
+                                  "inactivation / deletion rules ran: they did not run")
             summary = run_import(ctx, path=path, properties_path=job.properties_path, mode=mode,
                                  encoding=job.encoding, summary_errors_only=job.options.summary_errors_only)
         summary = {**summary, "job": job.name, "source": job.source_label()}
         summary["inactivation"] = _inactivation(ctx, job, summary, today=today)
+        if ctx.if_stopped is not None:   # the rules were held (nothing more to write): the outcome alone
+            ctx.summary.update(summary)
+            ctx.if_stopped = None
+            with ctx.writer():
+                pass
         return summary
     finally:
         try:
@@ -92,7 +103,7 @@ def run_job(ctx: RunContext, job_name: str, mode: str, *, staging_dir: str | Pat
         finally:
             if job.options.delete_previous_runs:
                 try:
-                    with ctx.writer() as w:
+                    with ctx.writer(outcome=False) as w:   # housekeeping, not this run's outcome
                         pruned = prune_runs(w, job.id, job.options.keep_runs, current_run_id=ctx.run_id)
                     if pruned:
                         ctx.info(f"Deleted {len(pruned)} previous run(s) of this job", code="pruned")
@@ -132,13 +143,16 @@ def _inactivation(ctx: RunContext, job: Job, summary: dict[str, Any], *, today: 
     today = today or dt.datetime.now().date()
     with ctx.writer() as w:
         outcomes = apply_rules(w, rules, today, allow_outstanding=job.options.allow_delete_outstanding)
+        counts = {"inactivated": 0, "deleted": 0, "kept_back": 0}
+        for o in outcomes:
+            counts[o.action] += 1
+        # the last transaction of the job run: its outcome, 'succeeded', commits with the rules' changes
+        ctx.summary.update({**summary, "inactivation": {**counts, "ran": True, **compared}})
+        ctx.if_stopped = None
     ctx.messages(EventKind.INFO, [
         (f"{o.name}: {o.action.replace('_', ' ')} by \"{rule_title(rules, o.rule)}\""
          f" ({o.reason})", o.action, None, o.barcode, o.patron_id)
         for o in outcomes])
-    counts = {"inactivated": 0, "deleted": 0, "kept_back": 0}
-    for o in outcomes:
-        counts[o.action] += 1
     ctx.info(f"Inactivation / deletion: {counts['inactivated']} inactivated, {counts['deleted']} deleted, "
              f"{counts['kept_back']} kept back (outstanding transactions, not allowed by the job).",
              code="inactivation_done")

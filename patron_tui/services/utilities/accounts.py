@@ -250,6 +250,8 @@ class ResetPatronAccounts(Utility):
     title = "Reset Patron Accounts"
     description = "Resets the selected patrons' usernames and/or passwords to the chosen formats"
     Options = ResetOptions
+    stopped_after_commit = ("the new usernames/passwords were committed, then the process stopped while the reset "
+                            "links were being sent: some patrons may have no link and cannot log in")
 
     def check(self, conn, operator: str, options: ResetOptions) -> None:
         require(conn, operator, "reset_passwords")   # batch tools and "may reset patron passwords"

@@ -152,6 +152,10 @@ class Utility:
     #: a utility to offer after a run of this one, on the same selection (Change Patron Policy:
     #: "recompute-due-dates"); Preview.follow_up and Report.follow_up carry it
     follow_up: ClassVar[str | None] = None
+    #: for a utility with `after_commit` work: what a run killed during that work (after its
+    #: commit) reads as its error (RunContext.if_stopped)
+    stopped_after_commit: ClassVar[str] = ("its changes were committed, then the process stopped before the "
+                                           "work after the commit finished")
 
     def available(self, conn: sqlite3.Connection) -> str | None:
         """None when the utility can run in this district, else why not."""
@@ -498,6 +502,13 @@ def run_utility(ctx: RunContext, name: str, selections: Selections, options: Bas
             (f"{s.name}: {s.reason}", "skipped", None, s.barcode, s.patron_id) for s in plan.skipped], conn=conn)
         ctx.messages(EventKind.ERROR, [
             (f"{s.name}: {s.reason}", "not_changed", None, s.barcode, s.patron_id) for s in plan.errors], conn=conn)
+        # the run's outcome commits with its data (RunContext.writer); with after-commit work the
+        # run goes on, and a process that dies during that work says what was committed
+        ctx.summary.update({"utility": util.name, "changed": len(done), "skipped": len(plan.skipped),
+                            "errors": len(plan.errors), "selected": plan.selected, "notes": list(plan.notes),
+                            "column": plan.column, "follow_up": util.follow_up})
+        if pending is not None:
+            ctx.if_stopped = f"{util.stopped_after_commit}: undo run {ctx.run_id} to put the patrons back"
     if pending is not None:   # committed: now the work that must not hold the write lock
         n = len(plan.errors)
         try:
@@ -512,6 +523,9 @@ def run_utility(ctx: RunContext, name: str, selections: Selections, options: Bas
             ctx.summary.update({"utility": util.name, "changed": len(done), "skipped": len(plan.skipped),
                                 "errors": len(plan.errors), "selected": plan.selected, "notes": plan.notes,
                                 "column": plan.column})
+        ctx.if_stopped = None
+        with ctx.writer():   # the after-commit work is done: the outcome, 'succeeded', alone
+            pass
     for note in plan.notes:
         ctx.info(note, code="note")
     ctx.progress(len(ids), len(ids), force=True)
