@@ -238,16 +238,21 @@ def _cmd_convert(args: argparse.Namespace) -> int:
         sniff,
     )
     from patron_tui.services.imports.properties import PropertiesError, parse_properties
+    from patron_tui.services.imports.records import ImportFileError
+    from patron_tui.services.imports.sourcefile import refusal
     from patron_tui.textsafe import visible
 
     src = Path(args.file).expanduser()
     out = Path(args.out).expanduser() if args.out else src.with_suffix(".properties")
-    if not src.is_file():
-        return _fail(f"{src}: no such file")
+    refused = refusal(src)   # a directory, a FIFO, a link loop: said as such
+    if refused:
+        return _fail_data(refused)
     if out.exists() and not args.force:
         return _fail(f"{out} exists; use --force to replace it")
     try:
         sniffed = sniff(src, encoding=args.encoding)
+    except ImportFileError as exc:   # starts with NUL bytes, or not a regular file after all
+        return _fail_data(str(exc))
     except (OSError, LookupError) as exc:
         return _fail(f"{src}: {exc}")
     if not sniffed.header:
@@ -612,8 +617,11 @@ def _cmd_import(db_path: Path, args: argparse.Namespace) -> int:
             normalize_encoding(args.encoding)
         except ValueError as exc:
             return _fail_data(f"--encoding: {exc}")
-    if not Path(args.file).is_file():
-        return _fail_data(f"{args.file}: no such file")
+    from patron_tui.services.imports.sourcefile import refusal
+
+    refused = refusal(args.file)   # a directory, a FIFO, a link loop: said as such
+    if refused:
+        return _fail_data(refused)
     store = Store(db_path)
     try:
         store.connect().close()

@@ -168,8 +168,8 @@ async def test_encoding_can_be_changed(small_store):
 
 
 @pytest.mark.parametrize("make, expected", [
-    (lambda tmp: tmp / "missing.csv", "No such file"),
-    (lambda tmp: tmp, "is a folder"),
+    (lambda tmp: tmp / "missing.csv", "missing.csv: no such file"),
+    (lambda tmp: tmp, "is a directory"),
     (lambda tmp: (tmp / "image.csv").write_bytes(b"\x89PNG\r\n\x1a\n\x00\x00\x00\rIHDR" + bytes(range(256)))
      and tmp / "image.csv", "not a text file"),
 ])

@@ -247,11 +247,19 @@ def sniff(path: str | Path, *, sample_bytes: int = 65536, encoding: str | None =
     With `encoding` (the operator's choice) the sample is read in that encoding
     instead of the detected one.
     """
+    from patron_tui.services.imports.sourcefile import check_head, open_source
+
     path = Path(path)
-    with path.open("rb") as f:
+    f, _identity = open_source(path)   # SourceFileError: a directory, a FIFO, a link loop, ...
+    with f:
         raw = f.read(sample_bytes + 1)
     at_eof = len(raw) <= sample_bytes
     raw = raw[:sample_bytes]
+    bom_len = next((len(b) for b, _, _ in _BOMS if raw.startswith(b)), 0)
+    # a sparse or unfinished file (NULs from byte 0): a sentence, not a guess of UTF-16; one
+    # NUL may begin UTF-16-BE text, so two are needed unless a one-byte encoding was chosen
+    one_byte = encoding is not None and not encoding.lower().replace("_", "-").startswith("utf-16")
+    check_head(str(path), raw[bom_len:], 1 if one_byte else 2)
     if encoding is None:
         encoding, confidence, reason, bom = _detect_encoding(raw, at_eof)
     else:

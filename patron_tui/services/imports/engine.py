@@ -65,6 +65,7 @@ from typing import Any
 
 from patron_tui.models import EventKind
 from patron_tui.runs import RunContext, RunFailed
+from patron_tui.services.imports import sourcefile
 from patron_tui.services.imports.mapproc import PROCESS_MIN_BYTES, MappedChunks, map_chunk
 from patron_tui.services.imports.properties import (
     PATRON_FIELDS,
@@ -199,8 +200,9 @@ def run_import(
         except ValueError as exc:
             raise RunFailed(f"{path}: {exc}") from None
     path = Path(path)
-    if not path.is_file():
-        raise RunFailed(f"{path}: no such file")
+    refused = sourcefile.refusal(path)   # a directory, a FIFO, a link loop, ...: said as such
+    if refused:
+        raise RunFailed(refused)
 
     reader = RowReader(path, mapping, encoding=encoding)
     summary: dict[str, Any] = {"mode": mode, "dry_run": dry_run, "file": str(path),
@@ -218,6 +220,7 @@ def run_import(
             chunks = MappedChunks()
         imp = _Import(ctx, mapping, reader.columns, mode=mode, errors_only=summary_errors_only)
         imp.dry_run = dry_run
+        imp.source = reader
         with ctx.writer() as writer:
             imp.prepare(writer)
             if chunks is not None:
@@ -286,6 +289,7 @@ class _Import:
         self.mode = mode
         self.errors_only = errors_only
         self.dry_run = False
+        self.source: RowReader | None = None   # the file's reader: its identity is checked at the commit
         self.protect = frozenset(mapping.protect)
         self.seed = mapping_seed(mapping, columns)
         self.counts = {"read": 0, "added": 0, "updated": 0, "unchanged": 0, "skipped": 0, "conflicts": 0}
@@ -378,6 +382,10 @@ class _Import:
         return self.columns.index(column), older
 
     def finish(self, writer) -> None:
+        if self.source is not None and self.source.identity is not None:
+            # the commit point: the file is still the one read, as it was read (a mapping
+            # process read it on its own; a change after the last block is caught here)
+            sourcefile.ensure_unchanged(self.source.path, self.source.identity)
         writer.conn.execute("DELETE FROM temp._import_seen")
         writer.conn.execute("DELETE FROM temp._import_added")
 

@@ -109,7 +109,9 @@ def _codec_plan(codec: str, head: bytes) -> tuple[str, int, bytes, int]:
 
 
 def _binary_lines(f, newline: bytes, unit: int) -> Iterator[bytes]:
-    if unit == 1:
+    """The file's lines, each ending in `newline` (any bytes, aligned to `unit`: UTF-16's
+    two-byte newlines, or CR for a file with CR-only line endings)."""
+    if unit == 1 and newline == b"\n":
         yield from f
         return
     buf = b""
@@ -157,7 +159,7 @@ def guess_encoding(sample: bytes, *, exclude: str | None = None) -> str | None:
         try:
             # a sample may end inside a multi-byte character: ignore the last 3 bytes' errors
             codecs.getincrementaldecoder(codec)("strict").decode(sample, final=False)
-        except UnicodeDecodeError:
+        except UnicodeError:   # UnicodeDecodeError, and utf-16's "does not start with BOM"
             continue
         if codec.startswith("utf-16") and sample[1::2].count(0) < len(sample) // 4 and not sample.startswith(
             (codecs.BOM_UTF16_LE, codecs.BOM_UTF16_BE)
@@ -221,6 +223,7 @@ class RowReader:
         self._gen: Iterator | None = None
         self._unchanged: tuple[set[str], bytes] | None = None
         self.on_block: Callable[[], None] | None = None   # called after each block is read
+        self.identity = None         # sourcefile.Identity of the file when it was opened
         self.unchanged = 0           # records skipped as unchanged by `skip_unchanged`
 
     def skip_unchanged(self, stored: set[str], person: bytes) -> None:
@@ -252,12 +255,25 @@ class RowReader:
         name, codec, label, mapping, max_field = self.name, self.codec, self.label, self.mapping, self.max_field
         if csv.field_size_limit() < _CSV_LIMIT:
             csv.field_size_limit(_CSV_LIMIT)
-        with self.path.open("rb") as f:
+        # the file is opened (never blocking: a FIFO gets a sentence) and its size, mtime and
+        # inode noted; at the end of reading they are compared again (sourcefile.py)
+        from patron_tui.services.imports.sourcefile import check_head, ensure_unchanged, open_source
+
+        f, self.identity = open_source(self.path)
+        self.size = self.identity.size
+        with f:
             sample = f.read(SAMPLE_BYTES)
+            line_codec, bom, newline, unit = _codec_plan(codec, sample)
+            check_head(name, sample[bom:], unit)   # a sparse or unfinished file: said from 64 KiB
             if not sample.strip():
                 raise ImportFileError(name, None, "the file is empty: no header row and no records", code="empty_file")
-            line_codec, bom, newline, unit = _codec_plan(codec, sample)
-            if unit == 1 and b"\x00" in sample:
+            cr = newline.replace(b"\n", b"\r")
+            if newline not in sample and cr in sample:
+                newline = cr   # CR-only line endings (old Mac): lines end at CR
+            nuls = sample.count(b"\x00") if unit == 1 else 0
+            if nuls >= 4 and nuls * 32 > len(sample):
+                # NULs all over the start: binary data, or UTF-16 read as a one-byte encoding
+                # (a NUL or a few in a record skip that record only: `slow` below)
                 offset = sample.index(b"\x00")
                 hint = guess_encoding(sample, exclude=codec)
                 extra = f"; it looks like {encoding_label(hint)} (set encoding={encoding_label(hint)})" if hint == "utf-16" else ""
@@ -297,12 +313,12 @@ class RowReader:
                         )
                         text = raw.decode(line_codec, "replace")
                     if "\x00" in text and line_no not in bad_lines:
+                        # the NUL stays in the text: the record's problem then names its column
                         at = offset + (raw.index(b"\x00") if unit == 1 else text.index("\x00") * unit)
                         bad_lines[line_no] = Problem(
                             "binary_data", line_no, f"line {line_no}: a NUL byte at byte offset {at} (binary data)",
                             byte_offset=at,
                         )
-                        text = text.replace("\x00", "")
                     offset += len(raw)
                     out.append(text)
                 return out
@@ -321,7 +337,7 @@ class RowReader:
 
             def blocks() -> Iterator[list[str]]:
                 line_no = 1
-                if unit == 1:
+                if unit == 1 and newline == b"\n":
                     source = iter(lambda: f.readlines(self.BLOCK), [])
                 else:
                     wide = _binary_lines(f, newline, unit)
@@ -386,6 +402,8 @@ class RowReader:
                     if self.on_block is not None:
                         self.on_block()
                     yield texts
+                # the whole file is read: is it the file that was opened, as it was?
+                ensure_unchanged(self.path, self.identity, f.fileno())
 
             reader = csv.reader(chain.from_iterable(blocks()), delimiter=mapping.delimiter)
             # --- header -------------------------------------------------------
@@ -443,6 +461,8 @@ class RowReader:
                                 del bad_lines[ln]
                             if problem is not None:
                                 count += 1
+                                if problem.code == "binary_data":
+                                    problem = _nul_problem(problem, row, columns, self.path.name)
                                 yield problem
                                 continue
                         if len(row) != width:
@@ -484,6 +504,20 @@ class RowReader:
                     yield Problem("bad_csv", start, f"line {start}: {exc}")
             if count == 0 and not self.unchanged:
                 raise ImportFileError(name, header_line, "the file has a header row but no records", code="header_only")
+
+
+def _nul_problem(problem: Problem, row: list[str], columns: list[str], file: str) -> Problem:
+    """The skipped record's NUL problem, naming the file, the line and the column it is in."""
+    i = next((i for i, v in enumerate(row) if "\x00" in v), None)
+    if i is None or i >= len(columns):
+        return problem
+    col = columns[i]
+    return Problem(
+        "binary_data", problem.line,
+        f"line {problem.line}: column {col!r} holds a NUL byte (byte offset {problem.byte_offset} of {file}): "
+        "binary data, not text; the record was skipped and the rest of the file read",
+        column=col, byte_offset=problem.byte_offset,
+    )
 
 
 def read_records(

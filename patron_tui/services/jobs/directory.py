@@ -15,15 +15,17 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
+from patron_tui.services.imports.sourcefile import describe
 from patron_tui.services.jobs.model import Job
 from patron_tui.services.jobs.sources import Check, SourceError
 
 SETTLE_SECONDS = float(os.environ.get("PATRON_TUI_SETTLE_SECONDS", "2"))
 
 
-def _stat(path: Path) -> tuple[int, int]:
+def _stat(path: Path) -> tuple[int, int, int]:
+    """(size, mtime in ns, inode): a file rewritten, cut short or replaced differs."""
     st = path.stat()
-    return st.st_size, st.st_mtime_ns
+    return st.st_size, st.st_mtime_ns, st.st_ino
 
 
 def job_path(job: Job) -> Path:
@@ -36,15 +38,16 @@ def check_directory(job: Job) -> list[Check]:
     if not path.parent.is_dir():
         return [Check("folder", False, f"Folder {path.parent} does not exist on this server (field: path).")]
     checks = [Check("folder", True, f"Folder {path.parent} exists.")]
-    if not path.exists():
+    what = describe(path)   # a directory, a FIFO, a link loop: said as such
+    if what == "no such file":
         checks.append(Check("file", False, f"File {path.name} is not in {path.parent} (yet); "
                             "the job will fail unless it is there when the job runs (field: path)."))
-    elif not path.is_file():
-        checks.append(Check("file", False, f"{path} is not a file (field: path)."))
+    elif what is not None:
+        checks.append(Check("file", False, f"{path}: {what} (field: path)."))
     elif not os.access(path, os.R_OK):
         checks.append(Check("file", False, f"File {path} cannot be read by {_user()} (field: path)."))
     else:
-        size, _ = _stat(path)
+        size = _stat(path)[0]
         checks.append(Check("file", True, f"File {path} is there and readable ({size:,} bytes)."))
     return checks
 
@@ -67,10 +70,11 @@ def fetch_directory(job: Job, dest_dir: str | Path, *, settle_seconds: float | N
     except FileNotFoundError:
         raise SourceError(f"{path}: no such file (job {job.name!r}, field: path); "
                           "has the student information system written it yet?") from None
-    except OSError as exc:
-        raise SourceError(f"{path}: cannot read it ({exc.strerror or exc})") from None
-    if not path.is_file():
-        raise SourceError(f"{path}: not a file (job {job.name!r}, field: path)")
+    except OSError:
+        raise SourceError(f"{path}: {describe(path)} (job {job.name!r}, field: path)") from None
+    what = describe(path)
+    if what is not None:   # a directory, a FIFO, ...: said as such (a FIFO is never opened)
+        raise SourceError(f"{path}: {what} (job {job.name!r}, field: path)")
     if settle > 0:
         sleep(settle)
     try:

@@ -36,6 +36,7 @@ from patron_tui.services.imports.converter import (
     sniff,
 )
 from patron_tui.services.imports.properties import PropertiesError, parse_properties
+from patron_tui.services.imports.sourcefile import refusal
 from patron_tui.textsafe import visible
 from patron_tui.ui.screens.query_dialogs import DIALOG_CSS, ConfirmScreen, PathScreen
 
@@ -49,11 +50,10 @@ PREVIEW_ROWS = 20
 
 def sniff_file(path: Path, encoding: str | None = None) -> Sniffed:
     """Sniff `path` (in `encoding` when the operator chose one), with plain refusals."""
-    if not path.exists():
-        raise ValueError(f"No such file: {path}")
-    if path.is_dir():
-        raise ValueError(f"{path} is a folder, not a CSV file")
-    sniffed = sniff(path, encoding=encoding)
+    refused = refusal(path)   # no such file, a directory, a FIFO, a link loop: said as such
+    if refused:
+        raise ValueError(refused)
+    sniffed = sniff(path, encoding=encoding)   # ImportFileError (a ValueError): starts with NULs
     if not sniffed.header or (len(sniffed.header) < 2 and not sniffed.sample_rows):
         raise ValueError(f"{path} does not look like a CSV file (no columns found)")
     return sniffed

@@ -29,6 +29,7 @@ from textual.widgets import Button, Checkbox, Footer, Input, Label, ProgressBar,
 
 from patron_tui.services.imports.engine import IMPORT_KIND, MODES, run_import
 from patron_tui.services.imports.properties import PropertiesError, load_properties
+from patron_tui.services.imports.sourcefile import describe
 from patron_tui.textsafe import visible
 from patron_tui.ui.screens.query_dialogs import DIALOG_CSS, AskScreen
 from patron_tui.ui.widgets.log_pane import LogPane
@@ -106,10 +107,9 @@ def check_csv(value: str) -> tuple[Path | None, str]:
     if not value.strip():
         return None, "Type the path of the patron CSV file."
     path = Path(value.strip()).expanduser()
-    if not path.exists():
-        return None, f"CSV file {path}: no such file."
-    if path.is_dir():
-        return None, f"CSV file {path} is a folder; name a file."
+    what = describe(path)   # no such file, a directory, a FIFO, a link loop: said as such
+    if what is not None:
+        return None, f"CSV file {path}: {what}."
     if not os.access(path, os.R_OK):
         return None, f"CSV file {path}: permission denied."
     return path, ""
