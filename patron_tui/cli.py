@@ -6,8 +6,10 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import signal
 import sqlite3
 import sys
+import time
 from pathlib import Path
 
 from patron_tui import __version__
@@ -21,10 +23,13 @@ def _add_db(p: argparse.ArgumentParser, *, top: bool = False) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from patron_tui.cli_common import exit_codes_text
+
     parser = argparse.ArgumentParser(
         prog="patron-tui",
         description="Keyboard-driven console for a library's patron records. "
         "Without a subcommand, opens the console.",
+        epilog=exit_codes_text(), formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument("--version", action="version", version=f"patron-tui {__version__}")
     _add_db(parser, top=True)
@@ -166,6 +171,14 @@ def _add_import(sub) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
+    """Run one command; a bad day is ONE sentence on stderr and its exit code (cli_common's
+    table), never a traceback: a busy, read-only, full, damaged or newer database
+    (store/trouble.py), Ctrl+C, and as a last resort any other error (its details go to the
+    error log, the sentence says where)."""
+    from patron_tui import cli_common
+
+    started = time.time()
+    previous = _catch_ctrl_c()
     try:
         return _main(argv)
     except BrokenPipeError:
@@ -173,12 +186,116 @@ def main(argv: list[str] | None = None) -> int:
         devnull = os.open(os.devnull, os.O_WRONLY)
         os.dup2(devnull, sys.stdout.fileno())
         return 1
+    except KeyboardInterrupt:
+        return _interrupted(cli_common.current_db, started)
+    except cli_common.Refused as exc:
+        return cli_common.fail(str(exc))
+    except Exception as exc:   # the last resort: one sentence, never a traceback
+        return _bad_day(exc, cli_common.current_db)
+    finally:
+        if previous is not None:
+            signal.signal(signal.SIGINT, previous)
+
+
+def _catch_ctrl_c():
+    """Ctrl+C says at once that it was heard (what was being written is rolled back while the
+    command stops), then stops the command with KeyboardInterrupt; a second Ctrl+C quits
+    without waiting. Returns the handler to put back (None outside the main thread)."""
+    import threading
+
+    if threading.current_thread() is not threading.main_thread():
+        return None
+
+    def on_ctrl_c(signum, frame):
+        signal.signal(signal.SIGINT, signal.default_int_handler)   # the second one: at once
+        try:
+            print("patron-tui: Ctrl+C: stopping; what is being written is rolled back "
+                  "(Ctrl+C again quits without waiting)", file=sys.stderr, flush=True)
+        except (OSError, ValueError):
+            pass
+        raise KeyboardInterrupt
+
+    return signal.signal(signal.SIGINT, on_ctrl_c)
+
+
+def _interrupted(db_path: Path | None, started: float) -> int:
+    """After Ctrl+C: one sentence per run this process was executing, saying what became of it
+    (read back from the runs table), else one sentence; 130."""
+    from patron_tui.cli_common import EXIT_INTERRUPTED, fail
+
+    runs: list = []
+    if db_path is not None:
+        try:
+            from patron_tui.store.trouble import runs_of_this_process
+
+            runs = runs_of_this_process(db_path, started)
+        except Exception:   # the database itself may be what went wrong
+            runs = []
+    where = str(db_path) if db_path is not None else "the database"
+    if not runs:
+        fail(f"interrupted (Ctrl+C): anything being written was rolled back, so {where} holds only "
+             f"what was committed before")
+    for run_id, title, status in runs:
+        if status == "succeeded":
+            fail(f"interrupted (Ctrl+C) after run {run_id} ({title}) had finished: its changes to "
+                 f"{where} are kept (`patron-tui summary {run_id}`)")
+        elif status in ("running", "queued"):
+            fail(f"interrupted (Ctrl+C) while run {run_id} ({title}) was stopping: what it was "
+                 f"writing is rolled back, so {where} is as it was before it; the next start "
+                 f"marks it interrupted")
+        else:
+            fail(f"interrupted (Ctrl+C): run {run_id} ({title}) was stopped and is {status}, and "
+                 f"nothing it was writing was kept, so {where} is as it was before it")
+    return EXIT_INTERRUPTED
+
+
+def _bad_day(exc: BaseException, db_path: Path | None) -> int:
+    """A bad day's sentence and exit code; any other error: where its details were logged, 70."""
+    from patron_tui.cli_common import EXIT_UNEXPECTED, fail, trouble_exit
+    from patron_tui.store.trouble import explain
+
+    trouble = explain(exc, db_path)
+    if trouble is not None:
+        return trouble_exit(trouble)
+    log = _log_error(exc)
+    kept = f"the details are in {log}" if log else "the details could not be written to a log"
+    fail(f"an unexpected error stopped this command ({type(exc).__name__}); a write under way "
+         f"was rolled back; {kept}: please report it")
+    return EXIT_UNEXPECTED
+
+
+def _log_error(exc: BaseException) -> Path | None:
+    """Append the traceback of `exc` to the error log (`$PATRON_TUI_LOG_DIR` or the user log
+    dir, `errors.log`); its path, or None when it cannot be written."""
+    import traceback
+    from datetime import datetime, timezone
+
+    import platformdirs
+
+    from patron_tui.config import APP_NAME
+
+    folder = Path(os.environ.get("PATRON_TUI_LOG_DIR") or platformdirs.user_log_dir(APP_NAME)).expanduser()
+    path = folder / "errors.log"
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        with open(path, "a", encoding="utf-8") as f:
+            f.write(f"--- {datetime.now(timezone.utc).isoformat(timespec='seconds')} "
+                    f"patron-tui {__version__} {' '.join(sys.argv[1:])!r}\n")
+            f.write("".join(traceback.format_exception(exc)))
+    except OSError:
+        return None
+    return path
 
 
 def _main(argv: list[str] | None) -> int:
+    from patron_tui import cli_common
+
     parser = build_parser()
     args = parser.parse_args(argv)
     db_path = resolve_db_path(args.db)
+    cli_common.current_db = db_path   # bad-day sentences name it
+    if args.command is None:   # the console takes Ctrl+C as a key
+        signal.signal(signal.SIGINT, signal.default_int_handler)
     if args.command is None:
         return _run_console(db_path, args.theme, args.workers)
     if args.command == "demo":

@@ -21,7 +21,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-from patron_tui.cli_common import Refused, add_db, fail, open_store, run_to_end
+from patron_tui.cli_common import Refused, add_db, fail, failure_code, open_store, run_failed, run_to_end
 
 COMMANDS = ("utility",)
 
@@ -225,7 +225,7 @@ def _cmd_run(db_path: Path, args: argparse.Namespace) -> int:
         print(f"next: patron-tui utility {rep.follow_up} with the same selection "
               f"(`patron-tui utility {rep.follow_up} --help`)")
     if rep.status != "succeeded":
-        return 2
+        return failure_code(rep.error)
     return 1 if rep.errors else 0
 
 
@@ -284,7 +284,7 @@ def _print_report(rep, as_json: bool) -> None:
         print(json.dumps(rep.model_dump(mode="json"), indent=2, ensure_ascii=False))
         return
     if rep.status != "succeeded":
-        fail(f"{rep.title} did not run: {rep.error or rep.status}; nothing was changed")
+        run_failed(rep.title, rep.error or rep.status, None)   # a full disk etc.: its sentence
         return
     print(f"run {rep.run_id}: {visible(rep.title)}: {rep.changed} changed, {len(rep.skipped)} skipped, "
           f"{len(rep.errors)} errors ({rep.selected} selected)")

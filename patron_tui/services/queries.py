@@ -465,11 +465,17 @@ def _quote(text: str) -> str:
     return '"' + text.replace("\n", " ") + '"'
 
 
+#: how deeply parentheses and "not"s may nest (the parser recurses once per level; a
+#: statement nested deeper is refused with a caret under the "(" that goes too deep)
+MAX_DEPTH = 50
+
+
 class _Parser:
     def __init__(self, statement: str, tokens: list[_Token]) -> None:
         self.s = statement
         self.tokens = tokens
         self.i = 0
+        self.depth = 0
 
     # -- helpers ------------------------------------------------------------------------------
     @property
@@ -533,6 +539,16 @@ class _Parser:
         return children[0] if len(children) == 1 else _Bool("and", children)
 
     def parse_not(self) -> Any:
+        if self.depth >= MAX_DEPTH and (self.tok.kind == "(" or self.is_word("not")):
+            raise self.error(self.tok, f'nested too deeply: at most {MAX_DEPTH} levels of "(" and '
+                             f'"not" — take out the parentheses that do not change the meaning')
+        self.depth += 1
+        try:
+            return self._parse_not()
+        finally:
+            self.depth -= 1
+
+    def _parse_not(self) -> Any:
         if self.is_word("not"):
             self.take()
             return _Not(self.parse_not())

@@ -15,12 +15,15 @@ from patron_tui.store import defaults
 from patron_tui.store.changeset import ChangesetWriter, utc_now
 from patron_tui.store.db import as_database, connect, write_transaction
 from patron_tui.store.identity import current_login
-from patron_tui.store.schema import SCHEMA_VERSION, migrate
+from patron_tui.store.schema import SCHEMA_VERSION, SchemaTooNew, migrate
+from patron_tui.store.db import DatabaseBusy
+from patron_tui.store.trouble import StoreTrouble, explain
 
 __all__ = [
     "ChangesetWriter",
     "Store",
     "StoreError",
+    "StoreTrouble",
     "as_database",
     "connect",
     "current_login",
@@ -48,10 +51,17 @@ class Store:
         """A new connection (one per thread), schema migrated."""
         if not self.exists():
             raise StoreError(f"{self.path}: no patron database here (create one with `patron-tui demo`)")
+        conn = None
         try:
             conn = connect(self.path)
             migrate(conn)
-        except sqlite3.DatabaseError as exc:
+        except (sqlite3.DatabaseError, SchemaTooNew, DatabaseBusy) as exc:
+            if conn is not None:
+                conn.close()
+            # a bad day (busy, read-only, full, damaged, newer) is its sentence (store/trouble.py)
+            trouble = explain(exc, self.path)
+            if trouble is not None:
+                raise trouble from None
             raise StoreError(f"{self.path}: not a usable patron database ({exc})") from exc
         return conn
 

@@ -443,7 +443,11 @@ SCHEMA_VERSION = MIGRATIONS[-1].version
 
 
 class SchemaTooNew(RuntimeError):
-    pass
+    """The database was written by a newer patron-tui: `version` is its schema, `known` ours."""
+
+    def __init__(self, message: str, *, version: int = 0, known: int = 0) -> None:
+        super().__init__(message)
+        self.version, self.known = version, known
 
 
 def current_version(conn: sqlite3.Connection) -> int:
@@ -457,7 +461,8 @@ def migrate(conn: sqlite3.Connection) -> list[int]:
     if version > SCHEMA_VERSION:
         raise SchemaTooNew(
             f"database schema version {version} is newer than this patron-tui "
-            f"(knows up to {SCHEMA_VERSION}); upgrade patron-tui"
+            f"(knows up to {SCHEMA_VERSION}); upgrade patron-tui",
+            version=version, known=SCHEMA_VERSION,
         )
     for migration in MIGRATIONS:
         if migration.version <= version:
