@@ -108,6 +108,24 @@ def require_may_assign_group(conn: sqlite3.Connection, login: str, code: str) ->
             f"security level number than their own, except a district administrator (level 0).")
 
 
+__all__ += ["patron_level_refusal"]
+
+
+def patron_level_refusal(operator_level: int, group: str | None, level: int | None) -> str | None:
+    """None when an operator at `operator_level` may change or delete a patron whose security
+    group is `group` (its security level `level`, None when the group is not in the table),
+    else the reason, the same words wherever a patron is skipped for it (Change Patron Security
+    Group, Remove Patrons and every other utility: issue 14 item 9). A patron with no security
+    group may be changed; otherwise `outranks` decides."""
+    if not group or outranks(operator_level, level):
+        return None
+    if level is None:
+        return (f"current security group {group!r} is not in the security group table; only a "
+                "district administrator (level 0) may change it")
+    return (f"current security group {group!r} (security level {level}) is not one an operator at "
+            f"level {operator_level} may change (only higher level numbers)")
+
+
 # -- the one entry point: require(conn, login, permission) (issue 9) ---------------------------
 #
 # Every guarded action names one of these permissions; `require` checks it and its refusal is a
@@ -117,7 +135,8 @@ def require_may_assign_group(conn: sqlite3.Connection, login: str, code: str) ->
 from typing import Any, Literal, get_args  # noqa: E402
 
 Permission = Literal["manage_jobs", "manage_patrons", "import_patrons", "batch_tools", "reset_passwords",
-                     "manage_operators", "backup", "restore", "run_background"]
+                     "manage_operators", "backup", "restore", "run_background", "protect", "query_sets",
+                     "fill_queues", "prune_journal", "replace_database", "mail"]
 
 MANAGE_PATRONS = "manage patrons for the district"
 
@@ -132,6 +151,14 @@ PERMISSIONS: dict[str, tuple[str, str]] = {
     "backup": ("back up the database", MANAGE_PATRONS),
     "restore": ("restore the database from a backup", "security level 0 (district administrator)"),
     "run_background": ("hand runs to the scheduler", MANAGE_PATRONS),
+    # issue 14 item 9: every other write a login can ask for names its permission too
+    "protect": ("protect patrons or lift their protection", MANAGE_PATRONS),
+    "query_sets": ("save, replace, freeze or delete query sets", BATCH_TOOLS),
+    "fill_queues": ("fill the service queues batch updates asked for", BATCH_TOOLS),
+    "prune_journal": ("prune the change journal (its runs could no longer be undone)",
+                      "security level 0 (district administrator)"),
+    "replace_database": ("replace this database with a demo district", "security level 0 (district administrator)"),
+    "mail": ("send mail through the district's mail settings", MANAGE_PATRONS),
 }
 
 __all__ += ["MANAGE_PATRONS", "PERMISSIONS", "Permission", "has_permission", "require", "refusal", "store_refusal"]
@@ -146,13 +173,14 @@ def _operator_row(conn: sqlite3.Connection, login: str) -> sqlite3.Row | None:
 def _granted(row: sqlite3.Row, permission: str) -> bool:
     if row["security_level"] == 0:
         return True   # a district administrator may do everything
-    if permission in ("manage_jobs", "manage_patrons", "import_patrons", "backup", "run_background"):
+    if permission in ("manage_jobs", "manage_patrons", "import_patrons", "backup", "run_background", "protect",
+                      "mail"):
         return bool(row["may_manage_district_patrons"])
-    if permission == "batch_tools":
+    if permission in ("batch_tools", "query_sets", "fill_queues"):
         return bool(row["may_use_batch_tools"])
     if permission == "reset_passwords":
         return bool(row["may_use_batch_tools"]) and bool(row["may_reset_passwords"])
-    return False   # manage_operators, restore: level 0 only
+    return False   # manage_operators, restore, prune_journal, replace_database: level 0 only
 
 
 def _check_name(permission: str) -> None:

@@ -250,6 +250,7 @@ class ResetPatronAccounts(Utility):
     title = "Reset Patron Accounts"
     description = "Resets the selected patrons' usernames and/or passwords to the chosen formats"
     Options = ResetOptions
+    checks_levels = True   # its own, stricter level rule (a patron with no group: level 0 only)
     stopped_after_commit = ("the new usernames/passwords were committed, then the process stopped while the reset "
                             "links were being sent: some patrons may have no link and cannot log in")
 

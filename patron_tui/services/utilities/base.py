@@ -16,7 +16,9 @@ could not change, and the run's summary {"utility", "changed", "skipped", "error
 fails leaves no "changed" line behind.
 
 Every run needs the batch-tools permission ("Import, Export and Utilities"); a utility's
-own rules are in its `check()`.
+own rules are in its `check()`. No utility changes or deletes a patron whose security group
+the operator does not outrank (a level number not higher than theirs; level 0 outranks all):
+`level_skips` skips them, with the security-group rule's sentence, before `plan()` runs.
 """
 
 from __future__ import annotations
@@ -35,7 +37,9 @@ from pydantic import BaseModel, ValidationError
 from patron_tui.models import EventKind
 from patron_tui.runs import RunContext, RunFailed, RunHandle
 from patron_tui.services.background import queue_run, register_background
-from patron_tui.services.permissions import PermissionDenied, require_batch_tools
+from patron_tui.services.permissions import (
+    PermissionDenied, operator_level, patron_level_refusal, require_batch_tools,
+)
 from patron_tui.services.utilities.selections import (
     SelectionError, Selections, selected_ids, selection_where,
 )
@@ -152,6 +156,10 @@ class Utility:
     #: a utility to offer after a run of this one, on the same selection (Change Patron Policy:
     #: "recompute-due-dates"); Preview.follow_up and Report.follow_up carry it
     follow_up: ClassVar[str | None] = None
+    #: True for a utility that applies the security-level rule to each patron itself (Change
+    #: Patron Security Group, Reset Patron Accounts); for every other one the framework skips
+    #: the selected patrons the operator does not outrank (`level_skips`) before `plan()`
+    checks_levels: ClassVar[bool] = False
     #: for a utility with `after_commit` work: what a run killed during that work (after its
     #: commit) reads as its error (RunContext.if_stopped)
     stopped_after_commit: ClassVar[str] = ("its changes were committed, then the process stopped before the "
@@ -428,9 +436,34 @@ def _prepare(conn: sqlite3.Connection, name: str, selections: Selections, option
     return util, options, terms, selected_ids(conn, where, params)
 
 
+def level_skips(conn: sqlite3.Connection, ids: Sequence[int], operator: str) -> list[Skip]:
+    """The selected patrons `operator` may not change or delete, each skipped with the sentence
+    of the security-group rule (permissions.patron_level_refusal): a patron whose security
+    group has a security level number not higher than the operator's, or a group not in the
+    table; none for a district administrator (level 0) or a patron with no security group.
+    (A login that is no operator is refused before any plan: require_batch_tools.)"""
+    level = operator_level(conn, operator)
+    if not level:
+        return []
+    rows = conn.execute(
+        "SELECT p.id, p.barcode, p.last_name, p.first_name, p.security_group, g.security_level"
+        " FROM patrons p LEFT JOIN security_groups g ON g.code = p.security_group"
+        " WHERE p.id IN (SELECT value FROM json_each(?)) AND p.is_system = 0 AND p.security_group <> ''"
+        " AND (g.security_level IS NULL OR g.security_level <= ?) ORDER BY p.id",
+        (json.dumps(list(ids)), level)).fetchall()
+    return [skip(r, patron_level_refusal(level, r["security_group"], r["security_level"]) or "") for r in rows]
+
+
 def _plan(conn: sqlite3.Connection, util: Utility, ids: list[int], options: BaseModel, operator: str,
           terms: Terms) -> Plan:
-    plan = util.plan(conn, ids, options, operator)
+    refused = [] if util.checks_levels else level_skips(conn, ids, operator)
+    if refused:   # the level rule first: plan() never sees a patron the operator may not change
+        gone = {s.patron_id for s in refused}
+        plan = util.plan(conn, [i for i in ids if i not in gone], options, operator)
+        plan.selected = len(ids)
+        plan.skipped = [*refused, *plan.skipped]
+    else:
+        plan = util.plan(conn, ids, options, operator)
     plan.column = terms.apply(plan.column)
     plan.notes = [terms.apply(n) for n in plan.notes]
     plan.fingerprint = fingerprint(ids, plan)

@@ -17,7 +17,7 @@ from typing import Any, ClassVar
 from pydantic import BaseModel, ConfigDict, Field
 
 from patron_tui.services.permissions import (
-    PermissionDenied, group_level, operator_level, outranks, require_may_assign_group,
+    PermissionDenied, group_level, operator_level, patron_level_refusal, require_may_assign_group,
 )
 from patron_tui.services.utilities.base import (
     SYSTEM_REASON, Change, Plan, Utility, UtilityError, change, patron_rows, register, set_rows, skip,
@@ -313,6 +313,7 @@ class ChangePatronSecurityGroup(_SetColumn):
                    "security level number than the operator's (except level 0)")
     column = "security_group"
     label = "Security group"
+    checks_levels = True   # refuse() below: the current group's level, per patron
 
     class Options(BaseModel):
         model_config = ConfigDict(extra="forbid")
@@ -334,17 +335,7 @@ class ChangePatronSecurityGroup(_SetColumn):
 
     def refuse(self, row, context) -> str | None:
         current = row["security_group"]
-        if not current:
-            return None
-        level = context["levels"].get(current)
-        mine = context["operator_level"]
-        if outranks(mine, level):
-            return None
-        if level is None:
-            return (f"current security group {current!r} is not in the security group table; only a "
-                    "district administrator (level 0) may change it")
-        return (f"current security group {current!r} (security level {level}) is not one an operator at "
-                f"level {mine} may change (only higher level numbers)")
+        return patron_level_refusal(context["operator_level"], current, context["levels"].get(current))
 
 
 # -- status ---------------------------------------------------------------------------------------------
