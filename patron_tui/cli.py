@@ -257,6 +257,8 @@ def _bad_day(exc: BaseException, db_path: Path | None) -> int:
     trouble = explain(exc, db_path)
     if trouble is not None:
         return trouble_exit(trouble)
+    if isinstance(exc, PermissionError) and exc.errno is None:   # a refusal (services/permissions)
+        return fail(str(exc))
     log = _log_error(exc)
     kept = f"the details are in {log}" if log else "the details could not be written to a log"
     fail(f"an unexpected error stopped this command ({type(exc).__name__}); a write under way "
@@ -437,11 +439,29 @@ def _refusal(store, permission: str) -> str | None:
     return store_refusal(store, permission)
 
 
+def _login_refusal(conn, login: str, permission: str) -> str | None:
+    """`_refusal` on an open connection (services/permissions.refusal)."""
+    from patron_tui.services.permissions import refusal
+
+    return refusal(conn, login, permission)
+
+
 def _cmd_demo(db_path: Path, args: argparse.Namespace) -> int:
     from patron_tui.services.demo import DemoExists, build_demo
 
     if args.patrons < 0:
         return _fail("--patrons must be 0 or more")
+    if args.force:
+        # replacing a district's database: only its district administrator (a file that cannot
+        # be read as a patron database has no operators to ask: --force may replace it)
+        from patron_tui.store import Store, StoreError
+
+        try:
+            refused = _refusal(Store(db_path), "replace_database") if Store(db_path).exists() else None
+        except (StoreError, sqlite3.Error):
+            refused = None
+        if refused:
+            return _fail(refused)
     try:
         stats = build_demo(db_path, patrons=args.patrons, seed=args.seed, replace=args.force,
                            progress=lambda msg: print(msg, file=sys.stderr))
@@ -538,6 +558,11 @@ def _cmd_query(db_path: Path, args: argparse.Namespace, parser: argparse.Argumen
     if conn is None:
         return _fail(operator)
     try:
+        # saving, replacing or freezing a query set writes; running one only reads
+        refused = (_login_refusal(conn, operator, "query_sets")
+                   if args.save is not None or args.freeze else None)
+        if refused:
+            return _fail(refused)
         return _run_query(conn, operator, args, columns)
     except StatementError as exc:
         where = f"query set {args.set_name.strip()!r}: " if args.set_name is not None else ""
@@ -671,6 +696,9 @@ def _cmd_protect(db_path: Path, args: argparse.Namespace) -> int:
     if conn is None:
         return _fail(operator)
     try:
+        refused = _login_refusal(conn, operator, "protect")
+        if refused:
+            return _fail(refused)
         try:
             ids = [(key, find_patron(conn, key)) for key in args.patrons]
         except PatronNotFound as exc:

@@ -82,7 +82,7 @@ def main_admin(db_path: Path, args: argparse.Namespace) -> int:
             return _backup(store, conn, args)
         return _restore(store, conn, args)
     except (PermissionDenied, OperatorError, BackupError) as exc:
-        return fail(str(exc))
+        return fail(exc)   # a BackupError of a damaged or full disk exits with its code
     finally:
         conn.close()
 

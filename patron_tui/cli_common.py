@@ -97,11 +97,12 @@ def add_db(p: argparse.ArgumentParser) -> None:
 
 
 def fail(message: object) -> int:
-    """Print `message` to stderr line by line (control characters made visible); 2."""
+    """Print `message` to stderr line by line (control characters made visible); 2, or the
+    exit code of its bad day when `message` is an error with a `kind` (store/trouble.py)."""
     from patron_tui.textsafe import visible
 
     print("\n".join(f"patron-tui: {visible(line)}" for line in str(message).split("\n")), file=sys.stderr)
-    return 2
+    return EXIT_CODES.get(getattr(message, "kind", None), EXIT_REFUSED)
 
 
 def open_store(db_path: Path):

@@ -38,7 +38,13 @@ RESTORE_KIND = "restore"
 
 
 class BackupError(RuntimeError):
-    """A backup or restore that could not be done; str(exc) is a sentence saying why."""
+    """A backup or restore that could not be done; str(exc) is a sentence saying why. `kind`:
+    the bad day behind it when there is one (store/trouble.py: "damaged", "full", "readonly",
+    "busy", ...), for the CLI's exit code."""
+
+    def __init__(self, message: str, kind: str | None = None) -> None:
+        super().__init__(message)
+        self.kind = kind
 
 
 def _stamp() -> str:
@@ -78,26 +84,74 @@ def _db_path_of(conn: sqlite3.Connection) -> Path:
     raise BackupError("this connection has no database file to back up")
 
 
+def _part_of(target: Path) -> Path:
+    """Where a backup to `target` is written until it is whole: `<target>.part`."""
+    return target.with_name(target.name + ".part")
+
+
+def _exists_error(target: Path) -> BackupError:
+    return BackupError(f"{target}: a file of that name exists already; a backup never overwrites one")
+
+
 def _vacuum_into(conn: sqlite3.Connection, db_path: Path, target: Path) -> Path:
+    """Copy the database to `target`: written to `<target>.part`, fsynced, then renamed to
+    `target` (never over an existing file), so `target` is either a whole backup or absent;
+    on any failure the .part is removed. A .part left by a killed backup is replaced."""
+    from patron_tui.pause import pause_point
+    from patron_tui.store.trouble import explain
+
     if conn.in_transaction:
         raise BackupError("a backup cannot be taken inside a write transaction")
-    target.parent.mkdir(parents=True, exist_ok=True)
+    part = _part_of(target)
     try:
-        # VACUUM INTO refuses an existing file itself; never overwrite
-        conn.execute("VACUUM INTO ?", (str(target),))
-    except sqlite3.OperationalError as exc:
-        if target.exists() and "exists" in str(exc):
-            raise BackupError(f"{target}: a file of that name exists already; a backup never "
-                              f"overwrites one") from None
-        raise BackupError(f"{target}: the backup failed ({exc})") from None
-    try:   # the copy holds what the database holds (password hashes): the same permissions
-        os.chmod(target, stat.S_IMODE(db_path.stat().st_mode))
-    except OSError:
-        pass
-    with open(target, "rb") as f:
-        os.fsync(f.fileno())
-    _fsync_dir(target.parent)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        if target.exists():
+            raise _exists_error(target)
+        if part.exists() or part.is_symlink():
+            part.unlink()   # left by a backup that was killed: never whole, never in the way
+        conn.execute("VACUUM INTO ?", (str(part),))
+        try:   # the copy holds what the database holds (password hashes): the same permissions
+            os.chmod(part, stat.S_IMODE(db_path.stat().st_mode))
+        except OSError:
+            pass
+        with open(part, "rb") as f:
+            os.fsync(f.fileno())
+        pause_point("backup-written")
+        _rename_new(part, target)
+        _fsync_dir(target.parent)
+    except BaseException as exc:
+        try:
+            part.unlink()
+        except OSError:
+            pass
+        if isinstance(exc, BackupError) or not isinstance(exc, (sqlite3.Error, OSError)):
+            raise
+        # the database's own trouble (damaged, busy) names the database; the rest the target
+        trouble = explain(exc, db_path)
+        if trouble is not None and trouble.kind in ("damaged", "busy"):
+            raise BackupError(f"no backup was made: {trouble}", trouble.kind) from None
+        trouble = explain(exc, target)
+        if trouble is not None and trouble.kind in ("full", "readonly", "disk"):
+            raise BackupError(f"no backup was made: {trouble}", trouble.kind) from None
+        reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
+        raise BackupError(f"{target}: the backup could not be written ({reason}); nothing was "
+                          f"left there") from None
     return target
+
+
+def _rename_new(part: Path, target: Path) -> None:
+    """Rename `part` to `target` atomically, refusing to replace an existing `target` (a hard
+    link fails on an existing name; where links are not supported, a checked rename)."""
+    try:
+        os.link(part, target)
+    except FileExistsError:
+        raise _exists_error(target) from None
+    except OSError:
+        if target.exists():
+            raise _exists_error(target) from None
+        os.rename(part, target)
+        return
+    part.unlink()
 
 
 def backup(store: Store, path: str | os.PathLike[str] | None = None) -> Path:

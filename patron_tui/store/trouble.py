@@ -88,7 +88,7 @@ _TEXTS = (
 def _readonly_place(path: Path) -> bool:
     """The file or its folder cannot be written by this process (it exists)."""
     try:
-        return path.exists() and (not os.access(path, os.W_OK) or not os.access(path.parent, os.W_OK))
+        return not os.access(path.parent, os.W_OK) or (path.exists() and not os.access(path, os.W_OK))
     except OSError:
         return False
 
