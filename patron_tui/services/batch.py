@@ -635,21 +635,27 @@ def queue_batch_update(conn: sqlite3.Connection, operator: str, target: Target, 
 
 def _run_queued(ctx: RunContext) -> dict[str, Any]:
     """A batch update handed to the scheduler ("run in background"): its target and update
-    are the run's params, as start_batch_update records them. Once it has succeeded the
-    queue filler starts, as the console and the CLI start it after a batch run; requests a
-    filler already at work (or the next scheduler pass) takes stay waiting for it."""
+    are the run's params, as start_batch_update records them. Once it has committed, a batch
+    that asked for its service queues to be filled hands them to a filler (queue_fill.hand_off:
+    one already at work takes them, else one starts) and names it in its summary
+    (`filler_run_id`), whoever started it."""
     try:
         tgt = Target.model_validate(ctx.params["target"])
         update = BatchUpdate.model_validate(ctx.params["update"])
     except (KeyError, TypeError, ValidationError):
         raise RunFailed("this queued batch update names no patrons or no valid update") from None
     summary = run_batch_update(ctx, tgt, update)
-    from patron_tui.services.queue_fill import start_filler
+    if not update.fill_service_queues:
+        return summary   # no queues of its own to hand on (the scheduler's pass fills leftovers)
+    from patron_tui.services.queue_fill import hand_off
 
-    filler = start_filler(ctx.engine, ctx.store, ctx.operator, started_by="scheduler")
-    if filler is not None:
-        ctx.info(f"Queue filler run {filler.run_id} started for the service queues waiting.", code="filler_started")
-        summary["filler_run_id"] = filler.run_id
+    # the hand-off: the filler that fills this batch's queues, started here or already at work
+    # (which takes them: queue_fill.hand_off), is named in the summary either way
+    filler_id, started = hand_off(ctx.engine, ctx.store, ctx.operator, started_by="scheduler")
+    if filler_id is not None:
+        ctx.info(f"Queue filler run {filler_id} {'started' if started is not None else 'at work'} fills the "
+                 "service queues waiting.", code="filler_started" if started is not None else "filler_at_work")
+        summary["filler_run_id"] = filler_id
     return summary
 
 

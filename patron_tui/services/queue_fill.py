@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import os
 import sqlite3
+import threading
 import time
 from typing import Any
 
@@ -59,7 +60,11 @@ def live_filler(conn: sqlite3.Connection, engine: RunEngine | None = None) -> in
         for run_id in engine.active_runs():
             handle = engine._handles.get(run_id)
             if handle is not None and handle.kind == FILL_KIND:
-                return run_id
+                # not once its last transaction (the one that found nothing left) has committed
+                # its outcome: it will not look for requests again
+                row = conn.execute("SELECT status FROM runs WHERE id = ?", (run_id,)).fetchone()
+                if row is not None and row[0] in ("queued", "running"):
+                    return run_id
     here = host_name()
     for r in conn.execute("SELECT id, owner_host, owner_pid FROM runs WHERE kind = ? AND status = 'running'"
                           " ORDER BY id", (FILL_KIND,)):
@@ -68,19 +73,38 @@ def live_filler(conn: sqlite3.Connection, engine: RunEngine | None = None) -> in
     return None
 
 
-def start_filler(engine: RunEngine, store: Any, operator: str, *, started_by: str = "operator") -> RunHandle | None:
-    """Start a filler run, or None when nothing is waiting or a filler is already alive.
+_hand_off_lock = threading.Lock()   # two runs of this process handing off at once start one filler
 
-    `operator` is who asked (the run is recorded under the engine's store operator, as
-    every run is); filling needs no permission of its own: a batch update asked for it."""
-    conn = store.connect()
-    try:
-        if pending(conn) == 0 or live_filler(conn, engine) is not None:
-            return None
-    finally:
-        conn.close()
-    return engine.start(FILL_KIND, "Fill service queues", fill_queues,
-                        params={"requested_by": operator}, started_by=started_by)
+
+def hand_off(engine: RunEngine, store: Any, operator: str, *,
+             started_by: str = "operator") -> tuple[int | None, RunHandle | None]:
+    """The filler that fills the requests waiting now (call it after they are committed):
+    (its run id, its handle when it was started here), or (None, None) when nothing waits.
+
+    A filler at work takes them: it looks for requests until a transaction of its own finds
+    none, and that transaction commits its outcome ('succeeded') under the write lock, so a
+    filler still 'queued' or 'running' after the requests were committed will see them.
+    Otherwise one is started now. `operator` is who asked (the run is recorded under the
+    engine's store operator, as every run is); filling needs no permission of its own."""
+    with _hand_off_lock:
+        conn = store.connect()
+        try:
+            if pending(conn) == 0:
+                return None, None
+            live = live_filler(conn, engine)
+            if live is not None:
+                return live, None
+        finally:
+            conn.close()
+        handle = engine.start(FILL_KIND, "Fill service queues", fill_queues,
+                              params={"requested_by": operator}, started_by=started_by)
+        return handle.run_id, handle
+
+
+def start_filler(engine: RunEngine, store: Any, operator: str, *, started_by: str = "operator") -> RunHandle | None:
+    """Start a filler run, or None when nothing is waiting or a filler is already at work
+    (`hand_off` says which one)."""
+    return hand_off(engine, store, operator, started_by=started_by)[1]
 
 
 _CANDIDATES = (
