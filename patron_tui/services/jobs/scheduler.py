@@ -70,6 +70,11 @@ def run_due(store: Store, now: datetime | None = None, *, clock: Clock = system_
     handles = []
     conn = store.connect()
     try:
+        # runs whose owner process is gone (killed, crashed) read 'interrupted' now, not at the next
+        # start of some process: a long-running scheduler's engine marked them only when it started
+        dead = runlog.mark_dead_runs_interrupted(conn)
+        if dead:
+            log.warning("runs %s: their process stopped; marked interrupted", ", ".join(map(str, dead)))
         for items in due_runs(conn, now, max_missed_age, tz):
             latest = items[-1]
             if not lease.claim_slot(conn, latest.job.id, latest.slot_utc, now=now.astimezone(timezone.utc)):
