@@ -207,3 +207,40 @@ async def test_the_undo_dialog_asks_again_when_a_conflict_appears_after_its_plan
         await settle(app, pilot)
     assert emails(store) == {"B1": "a@later", "B2": "bob@old"}
     assert [r["status"] for r in undo_runs(store, run)] == ["failed", "succeeded"]
+
+
+def test_rows_the_run_added_then_changed_or_deleted_are_conflicts_named_with_the_values_now(store):
+    """The plan reads whole rows only of added rows a later run wrote (the rest: their ids)."""
+    engine = RunEngine(store, pool_size=1)
+    try:
+        def add(ctx):
+            with ctx.writer() as w:
+                for i in range(3, 8):
+                    w.insert("patrons", {"district_id": f"D{i}", "barcode": f"B{i}", "last_name": f"Last{i}",
+                                         "first_name": "F", "site": "HS", "email": f"{i}@old",
+                                         "created_at": "2024-01-01T00:00:00Z", "updated_at": "2024-01-01T00:00:00Z"})
+            return {}
+        added = engine.execute("test", "Add five", add)
+        assert added.status.value == "succeeded", added.error
+
+        def later(ctx):
+            with ctx.writer() as w:
+                pid = {b: i for b, i in w.conn.execute("SELECT barcode, id FROM patrons")}
+                w.update("patrons", pid["B4"], {"email": "4@later"})
+                w.delete("patrons", pid["B6"])
+            return {}
+        changed = engine.execute("test", "Later", later)
+        assert changed.status.value == "succeeded", changed.error
+    finally:
+        engine.shutdown(cancel_running=False)
+    conn = store.connect()
+    try:
+        plan = U.plan_undo(conn, added.run_id)
+    finally:
+        conn.close()
+    assert plan.delete == {"patrons": 5}
+    got = {c.barcode or c.key: (c.reason, c.fields, c.later_run_id) for c in plan.conflicts}
+    assert got["B4"] == ("changed_later", [("email", "4@old", "4@later")], changed.run_id)
+    (gone,) = [c for c in plan.conflicts if c.reason == "row_gone"]
+    assert gone.later_run_id == changed.run_id and len(plan.conflicts) == 2
+    assert next(c for c in plan.conflicts if c.barcode == "B4").name == "Last4, F"
