@@ -541,11 +541,16 @@ class RunEngine:
     def wait_idle(self, timeout: float | None = None) -> bool:
         """Wait until no run of this process is running; False when `timeout` passed first."""
         deadline = None if timeout is None else time.monotonic() + timeout
-        for handle in list(self._handles.values()):
-            left = None if deadline is None else max(0.0, deadline - time.monotonic())
-            if not handle._done.wait(left):
-                return False
-        return True
+        while True:
+            handles = list(self._handles.values())
+            for handle in handles:
+                left = None if deadline is None else max(0.0, deadline - time.monotonic())
+                if not handle._done.wait(left):
+                    return False
+            # a run may start another before it ends (a queued batch its queue filler): look again
+            # until a look finds no run it had not seen (handles are only ever added)
+            if len(self._handles) == len(handles):
+                return True
 
     def latest(self) -> RunHandle | None:
         """The most recently started run of this process, if any."""

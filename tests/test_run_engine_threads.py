@@ -105,3 +105,58 @@ def test_adopt_and_interrupt_from_other_threads_while_runs_start(tmp_path: Path)
     finally:
         conn.close()
     assert statuses == ["succeeded"] * 40
+
+
+class _Looked(dict):
+    """The engine's handle table, telling when wait_idle has looked at it."""
+
+    def __init__(self, *a, **kw) -> None:
+        super().__init__(*a, **kw)
+        self.looked = threading.Event()
+
+    def values(self):
+        self.looked.set()
+        return super().values()
+
+
+def test_wait_idle_waits_for_a_run_that_a_run_started_after_it_looked(tmp_path: Path) -> None:
+    """Issue 14 item 1's class of bug: run A starts run B (a queued batch its queue filler) after
+    wait_idle took its look at the runs. wait_idle never says idle while B is still running."""
+    store = Store.create(tmp_path / "district.db", operator="tester")
+    engine = RunEngine(store, pool_size=1, max_runs=2)
+    engine._handles = _Looked(engine._handles)
+    release = threading.Event()
+    started: list = []
+
+    def b(ctx):
+        assert release.wait(WAIT)
+        return {"b": 1}
+
+    def a(ctx):
+        assert engine._handles.looked.wait(WAIT)   # wait_idle has looked: only then is B started
+        started.append(engine.start("test", "B", b))
+        return {"a": 1}
+
+    seen: dict = {}
+
+    def waiter() -> None:
+        # B cannot end before this returns (release is set after it), so an idle here would be
+        # a lie; with B still running, the bounded wait runs out and says so
+        seen["idle"] = engine.wait_idle(1.0)
+        seen["b_finished"] = started[0].finished if started else None
+        release.set()
+
+    try:
+        engine._handles.looked.clear()
+        first = engine.start("test", "A", a)
+        engine._handles.looked.clear()   # start() itself does not look at values(); be exact anyway
+        w = threading.Thread(target=waiter)
+        w.start()
+        w.join(WAIT)
+        assert first.wait(WAIT) is RunStatus.SUCCEEDED
+        assert started and started[0].wait(WAIT) is RunStatus.SUCCEEDED
+        assert seen == {"idle": False, "b_finished": False}
+        assert engine.wait_idle(WAIT) is True   # and once B has ended, idle
+    finally:
+        release.set()
+        engine.shutdown()
