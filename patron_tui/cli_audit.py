@@ -182,8 +182,13 @@ def _cmd_audit(db_path: Path, args: argparse.Namespace) -> int:
 def _cmd_prune(db_path: Path, args: argparse.Namespace) -> int:
     from patron_tui.services.audit import prune_preview, start_prune
 
+    from patron_tui.services.permissions import refusal
+
     store, conn = open_store(db_path)
     try:
+        refused = None if args.dry_run else refusal(conn, store.operator, "prune_journal")
+        if refused:   # a dry run only reads
+            raise Refused(f"{refused} Nothing was pruned.")
         preview = prune_preview(conn)
     finally:
         conn.close()

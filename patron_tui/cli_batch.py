@@ -224,7 +224,13 @@ def _cmd_fill(db_path: Path, args: argparse.Namespace) -> int:
     from patron_tui.runs import RunEngine
     from patron_tui.services.queue_fill import live_filler, pending, start_filler
 
+    from patron_tui.services.permissions import refusal
+
     store, conn = open_store(db_path)
+    refused = refusal(conn, store.operator, "fill_queues")
+    if refused:
+        conn.close()
+        raise Refused(refused)
     engine = RunEngine(store, pool_size=1)   # marks a killed filler's run interrupted
     try:
         waiting = pending(conn)

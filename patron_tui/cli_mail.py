@@ -66,6 +66,10 @@ def main_mail(db_path: Path, args: argparse.Namespace) -> int:
         settings = mail.load_settings(conn)
         if args.command == "mail-test":
             try:
+                require(conn, store.operator, "mail")   # the district's mail server and password
+            except PermissionDenied as exc:
+                return _fail(str(exc))
+            try:
                 said = mail.send_test(settings, mail.get_password(db_path), args.to,
                                       outbox=mail.outbox_path(db_path))
             except mail.MailError as exc:

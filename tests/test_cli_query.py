@@ -12,7 +12,7 @@ from patron_tui.cli import main
 from patron_tui.services import query_sets as qsets
 from patron_tui.store import Store
 
-from tests.conftest import add_patrons
+from tests.conftest import add_patrons, allow_login
 
 HS = "site = HS"  # 8 of the small district's 12 patrons
 BAD = "frobnicate = 1"  # no such field
@@ -22,6 +22,7 @@ BAD = "frobnicate = 1"  # no such field
 def db(small_store: Store) -> str:
     add_patrons(small_store, [{"barcode": "X1", "site": "HS", "last_name": '=HYPERLINK("http://x")',
                                "first_name": "Łukasz"}])
+    allow_login(small_store)   # saving a query set needs "may use batch tools" (issue 14 item 9)
     return str(small_store.path)
 
 

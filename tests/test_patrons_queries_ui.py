@@ -16,7 +16,7 @@ from patron_tui.ui.screens.query_dialogs import ExportScreen, SaveSetScreen, Set
 @pytest.fixture(scope="module")
 def demo_db(tmp_path_factory):
     path = tmp_path_factory.mktemp("demo") / "district.db"
-    build_demo(path, patrons=600, seed=5)
+    build_demo(path, patrons=600, seed=5, operator="tester")   # the console's operator: level 0
     return path
 
 

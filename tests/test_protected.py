@@ -13,19 +13,21 @@ from patron_tui.services.inactivation import InactivationRules, select
 from patron_tui.ui.app import make_app
 from patron_tui.ui.screens.patrons import PatronDetailScreen
 
-from tests.conftest import district, patron_where
+from tests.conftest import allow_login, district, patron_where
 
 OLD = "2025-01-01T00:00:00Z"
 
 
 @pytest.fixture
 def store(tmp_path):
-    return district(tmp_path / "district.db", [
+    s = district(tmp_path / "district.db", [
         {"barcode": "S1", "district_id": "STAFF1", "site": "HS", "last_name": "Staff", "first_name": "Sam",
          "last_seen_import_at": OLD},
         {"barcode": "P1", "district_id": "D1", "site": "HS", "last_name": "Pupil", "first_name": "Pat",
          "last_seen_import_at": OLD},
     ])
+    allow_login(s)   # `patron-tui protect` acts as the login: it needs "manage patrons for the district"
+    return s
 
 
 def taken(store) -> set[str]:

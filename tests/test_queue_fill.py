@@ -20,6 +20,7 @@ from patron_tui.store import ChangesetWriter, Store, utc_now
 from patron_tui.store.identity import host_name
 
 from .batch_helpers import add_catalog, build, run_batch
+from .conftest import allow_login
 
 
 def _queue(conn, barcode: str, medium: str = "DB") -> list[tuple[str, int]]:
@@ -195,6 +196,7 @@ def _queues(path) -> list[tuple]:
 def test_a_killed_filler_resumes_and_fills_every_queue_exactly_once(tmp_path):
     n = 1200
     store = _big_district(tmp_path / "district.db", n)
+    allow_login(store)   # the CLI child fills as the login: it needs "may use batch tools"
     assert run_batch(store, batch.BatchUpdate(medium="DB", fill_service_queues=True)).summary["queues_queued"] == n
     # the same database, filled by a filler that is never interrupted
     reference = tmp_path / "reference.db"

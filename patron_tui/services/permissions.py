@@ -30,16 +30,9 @@ def may_use_batch_tools(conn: sqlite3.Connection, login: str) -> bool:
 
 
 def require_batch_tools(conn: sqlite3.Connection, login: str) -> None:
-    """PermissionDenied unless `login` may use batch tools (the Tools-menu lock)."""
-    row = _operator(conn, login)
-    if row is None:
-        raise PermissionDenied(
-            f"Operator {login!r} is not in the operators table, so they do not have the permission "
-            f"\"{BATCH_TOOLS}\"; a district administrator can add them.")
-    if not (row["security_level"] == 0 or row["may_use_batch_tools"]):
-        raise PermissionDenied(
-            f"Operator {login!r} does not have the permission \"{BATCH_TOOLS}\" (security level "
-            f"{row['security_level']}); ask a district administrator for it.")
+    """PermissionDenied unless `login` may use batch tools (the Tools-menu lock); the sentence
+    is `refusal`'s, the same for every permission (issue 14 item 9)."""
+    require(conn, login, "batch_tools")
 
 
 # -- Reset Patron Accounts (issue 8) ---------------------------------------------------------
@@ -201,8 +194,9 @@ def refusal(conn: sqlite3.Connection, login: str, permission: Permission) -> str
     action, needs = PERMISSIONS[permission]
     row = _operator_row(conn, login)
     if row is None:
-        return (f"Operator {login!r} is not in the operators table, so they may not {action}; "
-                f"a district administrator can add them (`patron-tui operators add`).")
+        what = needs if needs.startswith("security level") else f"the permission \"{needs}\""
+        return (f"Operator {login!r} is not in the operators table, so they may not {action} (that needs "
+                f"{what}); a district administrator can add them (`patron-tui operators add`).")
     if _granted(row, permission):
         return None
     level = row["security_level"]

@@ -244,13 +244,21 @@ class PatronsScreen(SectionScreen):
                 steps[action.action](conn, operator, name)
             return name
 
-        self.change_set(verb, act)
+        self.change_set(verb, act, writes=action.action in steps)
 
     @work(thread=True, exclusive=True, exit_on_error=False, group="sets")
-    def change_set(self, verb: str, change: Callable[[sqlite3.Connection, str], str | None]) -> None:
-        """Run `change` (a query-set service call) and open the set it names, if any."""
+    def change_set(self, verb: str, change: Callable[[sqlite3.Connection, str], str | None], *,
+                   writes: bool = True) -> None:
+        """Run `change` (a query-set service call) and open the set it names, if any. A change
+        that `writes` (save, replace, freeze, unfreeze, delete) needs the permission "query_sets"."""
+        from patron_tui.services.permissions import refusal
+
         conn = self.app.store.connect()
         try:
+            refused = refusal(conn, self.app.store.operator, "query_sets") if writes else None
+            if refused:
+                self.app.call_from_thread(self.notify, visible(refused), severity="error", markup=False)
+                return
             name = change(conn, self.app.store.operator)
             if name is None:
                 return
@@ -546,12 +554,18 @@ class PatronDetailScreen(ModalScreen[None]):
 
     def action_toggle_protected(self) -> None:
         """Protected (staff accounts...): no job's inactivation or deletion rule touches the
-        patron. Any operator may set or clear it."""
+        patron. Setting or clearing it needs "manage patrons for the district"."""
         if self.detail is not None:
             self.toggle_protected(not bool(self.detail.get("protected")))
 
     @work(thread=True, exclusive=True, exit_on_error=False, group="patron-protect")
     def toggle_protected(self, protected: bool) -> None:
+        from patron_tui.services.permissions import store_refusal
+
+        refused = store_refusal(self.app.store, "protect")
+        if refused:   # "manage patrons for the district" (the CLI's `protect` asks the same)
+            self.app.call_from_thread(self.notify, visible(refused), severity="error", markup=False)
+            return
         conn = self.app.store.connect()
         try:
             with self.app.store.writer(conn, None) as w:
