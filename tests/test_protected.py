@@ -1,4 +1,5 @@
-"""The protected flag (staff accounts...): any operator sets it, from the patron's detail (p) or
+"""The protected flag (staff accounts...): an operator with "manage patrons for the district" sets
+it (issue 14 item 9: tests/test_permission_truth.py refuses the others), from the patron's detail (p) or
 `patron-tui protect`; no inactivation or deletion rule touches a protected patron."""
 
 from __future__ import annotations
