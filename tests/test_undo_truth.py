@@ -244,3 +244,24 @@ def test_rows_the_run_added_then_changed_or_deleted_are_conflicts_named_with_the
     (gone,) = [c for c in plan.conflicts if c.reason == "row_gone"]
     assert gone.later_run_id == changed.run_id and len(plan.conflicts) == 2
     assert next(c for c in plan.conflicts if c.barcode == "B4").name == "Last4, F"
+
+
+def test_the_summary_of_a_refused_undo_says_nothing_was_undone(store, monkeypatch):
+    from patron_tui.services.run_history import summary_lines
+    from patron_tui.store import runlog
+
+    run = email_run(store, {"B1": "a@1"}, "Emails")
+    change_after_plan(monkeypatch, store, {"B1": "a@later"}, call=1)
+    engine = RunEngine(store, pool_size=1)
+    try:
+        handle = U.start_undo(engine, store, "tester", run)
+        handle.wait()
+    finally:
+        engine.shutdown(cancel_running=False)
+    conn = store.connect()
+    try:
+        lines = summary_lines(runlog.get_run(conn, handle.run_id))
+    finally:
+        conn.close()
+    assert lines[0] == f"Did not undo run {run}: 1 row(s) were changed again by a later run; nothing was undone."
+    assert not any("Undid" in line for line in lines)

@@ -16,7 +16,7 @@ from collections.abc import Iterable
 from datetime import datetime
 from typing import Any
 
-from patron_tui.services.undo import UNDO_KIND, undone_by
+from patron_tui.services.undo import UNDO_KIND, conflicts_refusal, undone_by
 
 JOB = "job"
 IMPORT = "import"
@@ -282,7 +282,14 @@ def summary_lines(run: dict[str, Any]) -> list[str]:
         undoes = s.get("undoes", params.get("undoes"))
         choice = s.get("on_conflict") or params.get("on_conflict") or "skip"
         conflicts = s.get("conflicts", 0)
-        handled = "left as they were" if choice == "skip" else "overwritten"
+        if s.get("conflicts_refused"):   # refused inside its transaction: nothing was undone
+            return [f"Did not undo run {undoes}: {conflicts_refusal(s['conflicts_refused'])}",
+                    f"Conflicts {conflicts:,} · not chosen for {s['conflicts_refused']:,} (skip or overwrite them"
+                    f" to undo) · {_seconds(run)}"]
+        if run.get("status") in ("failed", "cancelled", "interrupted"):
+            return [f"Did not undo run {undoes}: nothing was changed ({run.get('status')}"
+                    f"{': ' + str(run['error']) if run.get('error') else ''})", _seconds(run)]
+        handled = {"skip": "left as they were", "overwrite": "overwritten"}.get(choice, "none found")
         return [
             f"Undid run {undoes}: re-inserted {s.get('reinserted', 0):,} · deleted {s.get('deleted', 0):,} · "
             f"restored {s.get('restored', 0):,} rows",
