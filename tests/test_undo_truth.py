@@ -135,8 +135,10 @@ def test_the_undo_run_row_exists_while_the_undo_plans(store, monkeypatch):
     run = email_run(store, {"B1": "a@1"}, "Emails")
     planning, release = threading.Event(), threading.Event()
     real = U.plan_undo
+    calls = []
 
     def slow(conn, run_id, **kw):
+        calls.append(run_id)
         planning.set()
         assert release.wait(60), "the test never released the plan"
         return real(conn, run_id, **kw)
@@ -174,6 +176,8 @@ def test_the_undo_run_row_exists_while_the_undo_plans(store, monkeypatch):
     assert got["handle"].run_id == rows[0]["id"]
     assert got["handle"].status.value == "succeeded", got["handle"].error
     assert emails(store) == {"B1": "ann@old", "B2": "bob@old"}
+    # nobody wrote while it planned: the check in the write transaction did not plan again
+    assert calls == [run]
 
 
 async def test_the_undo_dialog_asks_again_when_a_conflict_appears_after_its_plan(store, monkeypatch):
