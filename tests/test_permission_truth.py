@@ -24,7 +24,7 @@ from patron_tui.runs import RunEngine
 from patron_tui.services import query_sets
 from patron_tui.services.jobs import Job, save_job
 from patron_tui.services.permissions import refusal, undo_refusal
-from patron_tui.store import ChangesetWriter, Store, utc_now
+from patron_tui.store import ChangesetWriter, utc_now
 
 from tests.conftest import district, patron_where
 from tests.jobs_helpers import write_import
