@@ -29,7 +29,7 @@ from textual.widgets import Button, Checkbox, Footer, Input, Label, ProgressBar,
 
 from patron_tui.services.imports.engine import IMPORT_KIND, MODES, run_import
 from patron_tui.services.imports.properties import PropertiesError, load_properties
-from patron_tui.services.imports.sourcefile import describe
+from patron_tui.services.imports.sourcefile import describe, open_source
 from patron_tui.textsafe import visible
 from patron_tui.ui.screens.query_dialogs import DIALOG_CSS, AskScreen
 from patron_tui.ui.widgets.log_pane import LogPane
@@ -70,10 +70,11 @@ def complete_path(value: str) -> str | None:
 def estimate_records(path: Path) -> int | None:
     """About how many records the file holds, from its size and its first 64 KB."""
     try:
-        size = path.stat().st_size
-        with path.open("rb") as f:
+        f, identity = open_source(path)   # never blocks (a FIFO swapped in is refused)
+        size = identity.size
+        with f:
             head = f.read(65536)
-    except OSError:
+    except (OSError, ValueError):   # ValueError: sourcefile's SourceFileError
         return None
     lines = head.count(b"\n")
     if not head or not lines:
