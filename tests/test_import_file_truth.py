@@ -392,3 +392,31 @@ def test_one_nul_byte_skips_that_record_only(store, engine, props, tmp_path):
         f"line 3: column 'Last' holds a NUL byte (byte offset {offset} of in.csv): binary data, not text; "
         "the record was skipped and the rest of the file read",
     )]
+
+
+def test_the_directory_job_source_notices_a_file_replaced_while_it_is_copied(tmp_path, monkeypatch):
+    """Same size, same modification time, another file (the SIS renamed a new export over the
+    old one while the job copied it): the inode tells them apart."""
+    from patron_tui.services.jobs import directory
+    from patron_tui.services.jobs.model import Job
+    from patron_tui.services.jobs.sources import SourceError
+
+    path = tmp_path / "students.csv"
+    path.write_text(HEADER + rows(50), encoding="utf-8")
+    st = path.stat()
+    real_copy = directory.shutil.copyfile
+
+    def copy_then_replace(src, dst):
+        real_copy(src, dst)
+        new = tmp_path / "new.csv"
+        new.write_text((HEADER + rows(50)).replace("Newman7,", "Neuman7,"), encoding="utf-8")   # same length
+        assert new.stat().st_size == st.st_size
+        os.utime(new, ns=(st.st_atime_ns, st.st_mtime_ns))
+        os.replace(new, path)
+
+    monkeypatch.setattr(directory.shutil, "copyfile", copy_then_replace)
+    job = Job(name="Students", source="directory", path=str(path), properties_path=str(tmp_path / "p"))
+    with pytest.raises(SourceError) as info:
+        directory.fetch_directory(job, tmp_path / "staging", settle_seconds=0)
+    assert str(info.value) == f"{path}: the file changed while it was being copied; the job did not import it"
+    assert not (tmp_path / "staging" / "students.csv").exists()
