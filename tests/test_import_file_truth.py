@@ -420,3 +420,15 @@ def test_the_directory_job_source_notices_a_file_replaced_while_it_is_copied(tmp
         directory.fetch_directory(job, tmp_path / "staging", settle_seconds=0)
     assert str(info.value) == f"{path}: the file changed while it was being copied; the job did not import it"
     assert not (tmp_path / "staging" / "students.csv").exists()
+
+
+def test_the_converter_screen_names_a_file_starting_with_nul_bytes(tmp_path):
+    from patron_tui.ui.screens.converter import _looks_binary, sniff_file
+
+    path = tmp_path / "unfinished.csv"
+    path.write_bytes(b"\x00" * 1000 + (HEADER + rows(3)).encode())
+    assert not _looks_binary(path)                 # not "not a text file": sniff says what it is
+    with pytest.raises(ValueError) as info:
+        sniff_file(path)
+    assert str(info.value) == (f"{path}: starts with NUL bytes at byte offset 0 (bytes 0 to 999 are NUL): "
+                               "not a text CSV file (a sparse or unfinished file?)")

@@ -64,6 +64,8 @@ def _looks_binary(path: Path) -> bool:
         head = f.read(4096)
     if head.startswith((b"\xff\xfe", b"\xfe\xff")):
         return False  # UTF-16 has NUL bytes by design
+    if head.startswith(b"\x00\x00"):
+        return False  # sniff says it: starts with NUL bytes (a sparse or unfinished file?)
     return b"\x00" in head and head.count(b"\x00") < len(head) // 4
 
 
