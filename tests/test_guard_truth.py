@@ -63,11 +63,11 @@ def test_a_run_after_a_held_one_compares_with_the_last_run_whose_rules_ran(tmp_p
     assert inact["held"] == sentence
     assert held_text(store, c.run_id) == f"Inactivation / deletion did not run: {sentence}."
 
-    # the summary screen's header and the summary CLI say it
+    # the summary header (one line that fits 80 columns) and the summary CLI say it
     conn = store.connect()
     header = summary_lines(runlog.get_run(conn, c.run_id))
     conn.close()
-    assert f"Inactivation / deletion held: {sentence}" in header
+    assert header[-1] == f"Inactivation held, the warning says why · compared with run {a.run_id} (60 read)"
     allow_login(store)
     assert main(["--db", str(store.path), "summary", str(c.run_id)]) == 0
     assert sentence in capsys.readouterr().out
@@ -80,8 +80,7 @@ def test_a_run_after_a_held_one_compares_with_the_last_run_whose_rules_ran(tmp_p
     conn = store.connect()
     header = summary_lines(runlog.get_run(conn, d.run_id))
     conn.close()
-    assert any(line.startswith("Inactivation / deletion ran: inactivated 1") and f"compared with run {a.run_id}"
-               in line for line in header), header
+    assert header[-1] == f"Inactivation: 1 inactivated · 0 deleted · 0 kept back (compared with run {a.run_id})"
     # and E compares with D, the newest run whose rules ran
     e = run(store, csv_path, rows(leave={"HS3"}))
     assert e.summary["inactivation"]["compared_with"]["run_id"] == d.run_id
@@ -122,3 +121,28 @@ def test_rules_added_after_a_truncated_run_compare_with_the_largest_earlier_full
     held = c.summary["inactivation"]["held"]
     assert f"86% of the 60 read by run {a.run_id}" in held and "the largest earlier Full update" in held
     assert all(r["status"] == "Active" for r in patrons(store).values())
+
+
+async def test_the_job_summary_screen_shows_the_held_line_and_the_sentence(tmp_path):
+    from patron_tui.ui.app import make_app
+    from patron_tui.ui.screens.job_summary import JobSummaryScreen, MessageView
+    from tests.pilot import wait_until
+
+    store, csv_path = make_job(tmp_path, GUARD)
+    a = run(store, csv_path, ALL)
+    run(store, csv_path, TRUNCATED)
+    c = run(store, csv_path, MOST)
+    sentence = c.summary["inactivation"]["held"]
+    app = make_app(store.path, operator="tester")
+    async with app.run_test(size=(80, 24)) as pilot:
+        await pilot.pause()
+        app.push_screen(JobSummaryScreen(c.run_id))
+        await wait_until(app, pilot, lambda: isinstance(app.screen, JobSummaryScreen) and app.screen.run is not None)
+        counts = app.screen.query_one("#summary-counts")
+        shown = str(counts.render())
+        line = f"Inactivation held, the warning says why · compared with run {a.run_id} (60 read)"
+        assert line in shown.splitlines(), shown
+        assert counts.size.height == len(shown.splitlines()) == 4   # nothing clipped at 80 columns
+        view = app.screen.query_one(MessageView)
+        texts = [view.line_text(r).plain for r in view.rows]
+        assert any(f"Inactivation / deletion did not run: {sentence}." in t for t in texts), texts

@@ -209,20 +209,19 @@ def _seconds(run: dict[str, Any]) -> str:
 
 
 def _inactivation_line(inactivation: Any) -> list[str]:
-    """A job run's Inactivation / Deletion outcome in one line (none when the job has no rule):
-    held and why, or the counts; and the run its "% of the previous Full update" compared with."""
+    """A job run's Inactivation / Deletion outcome in one line that fits 80 columns (none when
+    the job has no rule): held (the run's inactivation_held warning, in the messages below, says
+    why in full) or the counts, and the run its "% of the previous Full update" compared with."""
     if not isinstance(inactivation, dict) or not inactivation:
         return []
-    if inactivation.get("held"):
-        line = f"Inactivation / deletion held: {inactivation['held']}"
-    else:
-        line = (f"Inactivation / deletion ran: inactivated {inactivation.get('inactivated', 0):,} · "
-                f"deleted {inactivation.get('deleted', 0):,} · kept back {inactivation.get('kept_back', 0):,}")
     base = inactivation.get("compared_with")
-    if isinstance(base, dict) and base.get("run_id") is not None and "% of " not in line:
-        line += (f" · compared with run {base['run_id']} ({_number(base.get('read', 0))} read on "
-                 f"{base.get('date', '?')})")
-    return [line]
+    run = base.get("run_id") if isinstance(base, dict) else None
+    if inactivation.get("held"):
+        line = "Inactivation held, the warning says why"
+        return [line + (f" · compared with run {run} ({_number(base.get('read', 0))} read)" if run else "")]
+    line = (f"Inactivation: {_number(inactivation.get('inactivated', 0))} inactivated · "
+            f"{_number(inactivation.get('deleted', 0))} deleted · {_number(inactivation.get('kept_back', 0))} kept back")
+    return [line + (f" (compared with run {run})" if run else "")]
 
 
 def summary_lines(run: dict[str, Any]) -> list[str]:
