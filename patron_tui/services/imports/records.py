@@ -3,7 +3,11 @@
 `read_records` streams a file in constant memory (one physical line, or one record with
 embedded newlines, at a time) and yields a `SourceRecord` per data row or a `Problem` for a row
 it must skip. Problems with the file as a whole (empty, header only, binary, a mapped column
-missing, an undecodable header) raise `ImportFileError` naming the file and line.
+missing, an undecodable header) raise `ImportFileError` naming the file and line; so do the
+file's own (sourcefile.py): not a regular file (a directory, a FIFO, a link loop), starting
+with NUL bytes, or changed while it was read (its size, mtime and inode are noted when it is
+opened and compared when the last block has been read). Lines end at LF, or at CR in a file
+with CR-only line endings. A NUL byte in a record skips that record, naming its column.
 
 Decoding is per physical line, so an undecodable byte costs only the record it sits in: that
 record is skipped with code ``undecodable`` naming the line and byte offset, plus a hint of an
