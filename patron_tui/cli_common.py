@@ -109,6 +109,8 @@ def open_store(db_path: Path):
     """(store, connection); `Refused` when the database cannot be opened."""
     from patron_tui.store import Store, StoreError
 
+    global current_db
+    current_db = Path(db_path)   # the one bad-day sentences name
     store = Store(db_path)
     try:
         conn = store.connect()

@@ -566,20 +566,34 @@ class PatronDetailScreen(ModalScreen[None]):
         if refused:   # "manage patrons for the district" (the CLI's `protect` asks the same)
             self.app.call_from_thread(self.notify, visible(refused), severity="error", markup=False)
             return
-        conn = self.app.store.connect()
+        from patron_tui.store.trouble import explain
+
         try:
-            with self.app.store.writer(conn, None) as w:
-                svc.set_protected(w, self.patron_id, protected)
+            conn = self.app.store.connect()
+            try:
+                with self.app.store.writer(conn, None) as w:
+                    svc.set_protected(w, self.patron_id, protected)
+            finally:
+                conn.close()
         except (svc.PatronNotFound, ValueError) as exc:
             self.app.call_from_thread(self.notify, visible(str(exc)), severity="error", markup=False)
             return
-        finally:
-            conn.close()
+        except Exception as exc:   # a bad day (busy, read-only, full...): its one sentence
+            trouble = explain(exc, self.app.store.path)
+            if trouble is None:
+                raise
+            self.app.call_from_thread(self.protect_failed, f"Patron {self.patron_id} was not changed: {trouble}")
+            return
         text = ("Protected: no inactivation or deletion rule will touch this patron." if protected
                 else "No longer protected: the jobs' inactivation and deletion rules apply again.")
         self.app.call_from_thread(self.notify, text, markup=False)
         self.load()
         self.load_history()
+
+    def protect_failed(self, message: str) -> None:
+        """Protect could not write: the sentence in a notification and the log pane."""
+        self.app.log_buffer.add("error", message)
+        self.notify(visible(message), severity="error", markup=False, timeout=15)
 
     def rendered_lines(self) -> list[str]:
         """The detail as drawn (every line of it, scrolled into view or not)."""
