@@ -148,8 +148,7 @@ PERMISSIONS: dict[str, tuple[str, str]] = {
     "protect": ("protect patrons or lift their protection", MANAGE_PATRONS),
     "query_sets": ("save, replace, freeze or delete query sets", BATCH_TOOLS),
     "fill_queues": ("fill the service queues batch updates asked for", BATCH_TOOLS),
-    "prune_journal": ("prune the change journal (its runs could no longer be undone)",
-                      "security level 0 (district administrator)"),
+    "prune_journal": ("prune the change journal", "security level 0 (district administrator)"),
     "replace_database": ("replace this database with a demo district", "security level 0 (district administrator)"),
     "mail": ("send mail through the district's mail settings", MANAGE_PATRONS),
 }
@@ -195,8 +194,8 @@ def refusal(conn: sqlite3.Connection, login: str, permission: Permission) -> str
     row = _operator_row(conn, login)
     if row is None:
         what = needs if needs.startswith("security level") else f"the permission \"{needs}\""
-        return (f"Operator {login!r} is not in the operators table, so they may not {action} (that needs "
-                f"{what}); a district administrator can add them (`patron-tui operators add`).")
+        return (f"Operator {login!r} is not in the operators table, so they may not {action}: that needs "
+                f"{what}; a district administrator can add them (`patron-tui operators add`).")
     if _granted(row, permission):
         return None
     level = row["security_level"]
