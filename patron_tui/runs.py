@@ -554,10 +554,12 @@ class RunEngine:
 
     def latest(self) -> RunHandle | None:
         """The most recently started run of this process, if any."""
-        return self._handles[max(self._handles)] if self._handles else None
+        handles = dict(self._handles)   # a copy: another thread may start a run meanwhile
+        return handles[max(handles)] if handles else None
 
     def active_runs(self) -> list[int]:
-        return [rid for rid, h in self._handles.items() if not h.finished]
+        # a copy first: another thread may start a run while this walks the table
+        return [rid for rid, h in list(self._handles.items()) if not h.finished]
 
     def _execute(self, handle: RunHandle, fn: RunFunction, params: dict[str, Any]) -> None:
         ctx = RunContext(self, handle.run_id, handle.operator or self.store.operator, params, handle._cancel)

@@ -160,3 +160,30 @@ def test_wait_idle_waits_for_a_run_that_a_run_started_after_it_looked(tmp_path: 
     finally:
         release.set()
         engine.shutdown()
+
+
+def test_active_runs_while_another_thread_starts_a_run(tmp_path: Path) -> None:
+    """active_runs (the queue filler's "is one at work?") walks the run table while another
+    thread starts a run: forced here by a handle whose `finished` is read in the middle of the
+    walk, at which moment a run starts. The walk sees a consistent table, never
+    "dictionary changed size during iteration"."""
+    from patron_tui.runs import RunHandle
+
+    store = Store.create(tmp_path / "district.db", operator="tester")
+    engine = RunEngine(store, pool_size=1, max_runs=2)
+    started: list = []
+
+    class Meanwhile(RunHandle):
+        @property
+        def finished(self) -> bool:   # read by active_runs during its walk
+            if not started:
+                started.append(engine.start("test", "started meanwhile", lambda ctx: {"ok": 1}))
+            return True
+
+    try:
+        engine._handles[-1] = Meanwhile(-1, threading.Event(), kind="test")
+        engine.active_runs()
+        assert started and started[0].wait(WAIT) is RunStatus.SUCCEEDED
+    finally:
+        engine._handles.pop(-1, None)
+        engine.shutdown()
