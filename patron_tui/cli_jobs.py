@@ -81,7 +81,7 @@ def _add_job_fields(p: argparse.ArgumentParser) -> None:
                    "--allow-delete-outstanding)")
     r.add_argument("--min-percent-of-previous", metavar="P|off",
                    help="also skip the rules when the Full file holds fewer than P%% of the records the "
-                   "job's previous Full update read (recommended: 90)")
+                   "job's last Full update whose rules ran read (recommended: 90)")
     g.add_argument("--password-stdin", action="store_true",
                    help="SFTP: read the password (or key passphrase) from the first line of standard input")
     g.add_argument("--password", action="store_true",
@@ -481,7 +481,8 @@ def _rules_lines(job) -> list[str]:
              if values]
     out.append(f"  limited to     {'; '.join(scope) if scope else 'every patron (protected ones never)'}")
     if r.min_percent_of_previous:
-        out.append(f"  also needs     {r.min_percent_of_previous}% of the previous Full update's records")
+        out.append(f"  also needs     {r.min_percent_of_previous}% of the records of the last Full update "
+                   "whose rules ran")
     if r.inactivate_days is not None:
         extra = [x for x, on in (("homeroom cleared", r.set_homeroom_undefined),
                                  ('username prefaced "Inactive-", password removed', r.preface_username)) if on]

@@ -64,7 +64,7 @@ def rules_section(rules: InactivationRules | None):
                _unit("records (0-999,999), fewer than 100 skipped"))
     yield _row("and at least", Input(value=_digits(r.min_percent_of_previous), id="rule-percent", compact=True,
                                      restrict=r"[0-9]*", max_length=3, placeholder="off"),
-               _unit("% of the previous Full's records (blank: off; 90 advised)"))
+               _unit("% of last Full whose rules ran (blank: off; 90 advised)"))
     yield _row("Patron types", Input(value=", ".join(r.patron_types), id="rule-types", compact=True,
                                      placeholder="all (or: Student, Guest)", classes="-wide"))
     yield _row("Access levels", Input(value=", ".join(r.access_levels), id="rule-levels", compact=True,
