@@ -82,6 +82,7 @@ COMMANDS = [
     ("query --set --freeze", lambda w: ["query", "--set", "HS", "--freeze"], "query_sets"),
     ("fill-queues", lambda w: ["fill-queues"], "fill_queues"),
     ("mail-settings", lambda w: ["mail-settings", "--host", "smtp.example.test"], "manage_patrons"),
+    ("mail-settings --forget-password", lambda w: ["mail-settings", "--forget-password"], "manage_patrons"),
     ("mail-test", lambda w: ["mail-test", "--to", "me@example.test"], "mail"),
     ("demo --force", lambda w: ["demo", "--force", "--patrons", "0"], "replace_database"),
     ("import", lambda w: ["import", w["csv"], "--properties", w["props"]], "import_patrons"),
