@@ -269,3 +269,32 @@ def test_the_summary_of_a_refused_undo_says_nothing_was_undone(store, monkeypatc
         conn.close()
     assert lines[0] == f"Did not undo run {run}: 1 row(s) were changed again by a later run; nothing was undone."
     assert not any("Undid" in line for line in lines)
+
+
+def test_two_undos_of_one_run_the_second_to_commit_is_refused(store, monkeypatch):
+    run = email_run(store, {"B1": "a@1"}, "Emails")
+    real = U.plan_undo
+    other: dict = {}
+
+    def planned(conn, run_id, **kw):
+        plan = real(conn, run_id, **kw)
+        if not other:   # right after the first undo's plan, a second undo of the run commits
+            other["engine"] = RunEngine(store, pool_size=1)
+            other["handle"] = U.start_undo(other["engine"], store, "tester", run)
+            other["handle"].wait()
+        return plan
+
+    monkeypatch.setattr(U, "plan_undo", planned)
+    engine = RunEngine(store, pool_size=1)
+    try:
+        first = U.start_undo(engine, store, "tester", run)
+        first.wait()
+    finally:
+        engine.shutdown(cancel_running=False)
+        other["engine"].shutdown(cancel_running=False)
+    second = other["handle"]
+    assert second.status.value == "succeeded", second.error
+    assert first.status.value == "failed"
+    assert first.error == (f"Run {run} (Emails) was already undone by run {second.run_id}; undo run "
+                           f"{second.run_id} to bring its changes back, then it can be undone again.")
+    assert emails(store) == {"B1": "ann@old", "B2": "bob@old"}

@@ -801,6 +801,9 @@ def undo_run(ctx: RunContext, run_id: int, on_conflict: OnConflict = "refuse", *
     ctx.check_cancelled()
     with ctx.writer() as w:
         shapes = _Shapes(w.conn)
+        again = check_undo(w.conn, run_id)   # milliseconds: e.g. another undo of the run just committed
+        if again.refusal:
+            raise RunFailed(again.refusal)
         if _written_since(w.conn, plan, shapes, mark):   # under the write lock: what is applied is what was checked
             plan = plan_undo(w.conn, run_id)
             if plan.refusal:
