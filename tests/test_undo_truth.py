@@ -298,3 +298,16 @@ def test_two_undos_of_one_run_the_second_to_commit_is_refused(store, monkeypatch
     assert first.error == (f"Run {run} (Emails) was already undone by run {second.run_id}; undo run "
                            f"{second.run_id} to bring its changes back, then it can be undone again.")
     assert emails(store) == {"B1": "ann@old", "B2": "bob@old"}
+
+
+def test_the_cli_json_of_an_undo_refused_for_a_conflict_made_after_the_plan(store, monkeypatch, capsys):
+    run = email_run(store, {"B1": "a@1", "B2": "b@1"}, "Emails")
+    seen = change_after_plan(monkeypatch, store, {"B1": "a@later"}, call=1)
+    assert cli(store, "undo", str(run), "--json") == 2
+    out = json.loads(capsys.readouterr().out)
+    (row,) = undo_runs(store, run)
+    assert (out["refused"], out["undo_run_id"], out["status"]) == ("conflicts", row["id"], "failed")
+    (conflict,) = out["conflicts"]
+    assert (conflict["barcode"], conflict["later_run_id"], conflict["fields"]) == (
+        "B1", seen["later"], [{"field": "email", "run_left": "a@1", "now": "a@later"}])
+    assert emails(store) == {"B1": "a@later", "B2": "b@1"}
