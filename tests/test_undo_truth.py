@@ -12,7 +12,10 @@ No test sleeps: the plan that must be seen "in progress" blocks on an Event.
   asks again.
 - With --skip-conflicts the undo leaves that row as it is now and counts it.
 - With skip chosen for the conflicts the operator saw, a conflict he did not see refuses.
-- While the undo plans, its run row is already in the runs table (the Job Manager lists it).
+- While the undo plans, its run row is already in the runs table (the Job Manager lists it),
+  and an undo nobody wrote across plans once (the check in its transaction is a journal look).
+- A refused undo's summary says it undid nothing; of two undos of one run the second to commit
+  is refused; conflicts on rows the run added keep their names and values.
 """
 
 from __future__ import annotations
