@@ -223,6 +223,10 @@ def _interrupted(db_path: Path | None, started: float) -> int:
     (read back from the runs table), else one sentence; 130."""
     from patron_tui.cli_common import EXIT_INTERRUPTED, fail
 
+    try:   # saying what happened is quick: a third Ctrl+C does not cut it short
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
+    except ValueError:   # not the main thread
+        pass
     runs: list = []
     if db_path is not None:
         try:
@@ -246,6 +250,12 @@ def _interrupted(db_path: Path | None, started: float) -> int:
         else:
             fail(f"interrupted (Ctrl+C): run {run_id} ({title}) was stopped and is {status}, and "
                  f"nothing it was writing was kept, so {where} is as it was before it")
+    if any(status in ("running", "queued") for _, _, status in runs):
+        # the second Ctrl+C: quit without waiting for the run's thread (SQLite drops what an
+        # uncommitted transaction wrote when its process ends)
+        sys.stderr.flush()
+        sys.stdout.flush()
+        os._exit(EXIT_INTERRUPTED)
     return EXIT_INTERRUPTED
 
 
