@@ -23,7 +23,7 @@ from patron_tui.ui.screens.query_dialogs import ConfirmScreen, SetsScreen
 from patron_tui.ui.widgets.log_pane import LogView
 
 from tests.conftest import add_patrons, district
-from tests.pilot import settle, wait_until
+from tests.pilot import settle, type_text, wait_until
 
 SET_STATEMENT = "site = HS"
 REFUSED = "P0004"  # the trigger below refuses any change to this patron's profiles
@@ -281,7 +281,8 @@ async def test_blank_form_changes_nothing_but_nightly_debug(store):
         # a typed statement: the patrons who all have a DB profile
         await pilot.press("slash")
         assert screen.query_one("#batch-statement", Input).has_focus
-        await pilot.press(*"barcode in (P0000, P0001, P0002, P0003)", "enter")
+        await type_text(app, pilot, "barcode in (P0000, P0001, P0002, P0003)")
+        await pilot.press("enter")
         await wait_until(app, pilot, lambda: screen.target is not None and screen.choices is not None)
         assert "4 patrons" in text_of(app, "#batch-target")
         await choose_medium_db(app, pilot, screen)

@@ -22,6 +22,7 @@ from patron_tui.ui.screens.sections import JobsScreen
 
 from tests.conftest import district, patron_where
 from tests.jobs_helpers import write_import
+from tests.pilot import from_palette, in_every_theme, type_text
 
 ROWS = [
     "ID,Barcode,Last,First,School,Grade",
@@ -97,7 +98,8 @@ async def fill_and_start(app, pilot, csv_path: Path, props: Path, *, dry_run: bo
                          incremental: bool = False, encoding_steps: int = 0):
     screen = app.screen
     assert screen.query_one("#import-path", Input).has_focus
-    await pilot.press(*csv_path.name, "enter")  # checked; the sibling .properties is filled in
+    await type_text(app, pilot, csv_path.name)
+    await pilot.press("enter")  # checked; the sibling .properties is filled in
     await settle(app, pilot)
     props_input = screen.query_one("#import-properties", Input)
     assert props_input.has_focus and props_input.value == props.name
@@ -294,7 +296,10 @@ async def test_form_refuses_missing_files_and_dry_run_changes_nothing(store, tmp
         await clear_input(pilot, screen.query_one("#import-path", Input))
         bad = tmp_path / "bad.properties"
         bad.write_text("field.nosuch=X\n", encoding="utf-8")
-        await pilot.press(*csv_path.name, "tab", *bad.name, "enter")
+        await type_text(app, pilot, csv_path.name)
+        await pilot.press("tab")
+        await type_text(app, pilot, bad.name)
+        await pilot.press("enter")
         await settle(app, pilot)
         error = str(screen.query_one("#import-error").render())
         assert "bad.properties" in error and "not valid" in error
@@ -330,7 +335,8 @@ async def test_cancel_asks_first(store, tmp_path, monkeypatch):
         await settle(app, pilot)
         await open_import(app, pilot)
         screen = app.screen
-        await pilot.press(*csv_path.name, "enter")
+        await type_text(app, pilot, csv_path.name)
+        await pilot.press("enter")
         await settle(app, pilot)
         await pilot.press("ctrl+s")
         await wait_until(app, pilot, lambda: screen.handle is not None and screen.handle.done >= 1)
@@ -356,11 +362,7 @@ async def test_palette_opens_the_import_screen(store):
     app = make_app(store.path, operator="tester")
     async with app.run_test(size=(80, 24)) as pilot:
         await settle(app, pilot)
-        await pilot.press("ctrl+p")
-        await pilot.pause()
-        await pilot.press(*"import a patron file")
-        await pilot.pause(0.3)
-        await pilot.press("enter")
+        await from_palette(app, pilot, "import a patron file", "Import a patron file")
         await settle(app, pilot)
         assert app.current_mode == "jobs" and isinstance(app.screen, ImportScreen)
         assert app.screen.query_one("#import-path", Input).has_focus
@@ -378,38 +380,57 @@ def test_path_completion_and_estimate(tmp_path):
     assert estimate_records(tmp_path / "students.csv") == 9
 
 
-THEMES = ["patron-dark", "patron-light", "patron-high-contrast", "patron-mono"]
-
-
-@pytest.mark.parametrize("theme", THEMES)
-async def test_form_and_summary_fit_80x24_in_every_theme(store, tmp_path, theme):
+async def test_form_and_summary_fit_80x24_in_every_theme(store, tmp_path):
+    # one keyboard walkthrough in the default theme; each screen's fit assertions run again in
+    # all four themes through in_every_theme (this was four walkthroughs, one per theme)
     csv_path, props = files(tmp_path)
-    app = make_app(store.path, operator="tester", theme=theme)
+    app = make_app(store.path, operator="tester")
     async with app.run_test(size=(80, 24)) as pilot:
         await settle(app, pilot)
         await open_import(app, pilot)
         screen = app.screen
-        for wid in ("#import-path", "#import-properties", "#import-mode", "#import-encoding", "#import-dry-run",
-                    "#import-errors-only", "#import-start", "#import-progress", "#import-status", "#log-pane"):
-            region = screen.query_one(wid).region
-            assert region.height >= 1 and region.right <= 80 and region.bottom <= 23, (wid, region)
-        dry = screen.query_one("#import-dry-run", Checkbox)
-        assert "X" not in str(dry.render())  # unticked reads as empty without colour
-        await pilot.press(*csv_path.name, "enter")
+
+        def form_fits():
+            for wid in ("#import-path", "#import-properties", "#import-mode", "#import-encoding", "#import-dry-run",
+                        "#import-errors-only", "#import-start", "#import-progress", "#import-status", "#log-pane"):
+                region = screen.query_one(wid).region
+                assert region.height >= 1 and region.right <= 80 and region.bottom <= 23, (wid, region)
+            dry = screen.query_one("#import-dry-run", Checkbox)
+            assert "X" not in str(dry.render())  # unticked reads as empty without colour
+
+        form_fits()
+        await in_every_theme(app, pilot, form_fits)
+        await type_text(app, pilot, csv_path.name)
+        await pilot.press("enter")
         await settle(app, pilot)
         await pilot.press("ctrl+s")
         await wait_until(app, pilot, lambda: isinstance(app.screen, JobSummaryScreen))
         await settle(app, pilot)
         summary = app.screen
-        assert 3 <= summary.query_one("#summary-counts").region.height <= 4  # a long path wraps once
-        assert summary.query_one(MessageView).region.height >= 10
+
+        def summary_fits():
+            assert 3 <= summary.query_one("#summary-counts").region.height <= 4  # a long path wraps once
+            assert summary.query_one(MessageView).region.height >= 10
+
+        summary_fits()
+        await in_every_theme(app, pilot, summary_fits)
         await pilot.press("c", "enter")
         await settle(app, pilot)
         dialog = app.screen
         assert isinstance(dialog, ConflictScreen)
-        frame = dialog.query_one("#conflict-frame").region
-        assert frame.bottom <= 24 and frame.right <= 80
+
+        def conflict_fits():
+            frame = dialog.query_one("#conflict-frame").region
+            assert frame.bottom <= 24 and frame.right <= 80
+
+        conflict_fits()
+        await in_every_theme(app, pilot, conflict_fits)
         await pilot.press("e")
         await pilot.pause()
         edit = dialog.query_one("#conflict-new-value", Input)
-        assert edit.has_focus and edit.region.bottom <= 23
+
+        def edit_fits():
+            assert edit.has_focus and edit.region.bottom <= 23
+
+        edit_fits()
+        await in_every_theme(app, pilot, edit_fits)

@@ -11,6 +11,7 @@ from patron_tui.store import ChangesetWriter, Store
 from patron_tui.ui.app import make_app
 from patron_tui.ui.screens.patrons import PatronDetailScreen, PatronsScreen
 from patron_tui.ui.screens.query_dialogs import ExportScreen, SaveSetScreen, SetsScreen
+from tests.pilot import type_text
 
 
 @pytest.fixture(scope="module")
@@ -33,7 +34,7 @@ async def settle(app, pilot, rounds: int = 3):
 
 async def type_statement(app, pilot, statement: str):
     await pilot.press("slash", "ctrl+a", "ctrl+k")  # to the statement line, cleared by keys
-    await pilot.press(*statement)
+    await type_text(app, pilot, statement)
     await pilot.press("enter")
     await settle(app, pilot)
 
@@ -110,7 +111,7 @@ async def test_statement_count_detail_save_freeze_reopen_export(demo_db, tmp_pat
         await pilot.pause()
         assert isinstance(app.screen, ExportScreen)
         await pilot.press("ctrl+a", "ctrl+k")
-        await pilot.press(*str(out))
+        await type_text(app, pilot, str(out))
         await pilot.press("tab")  # to the encoding choices
         await pilot.press("enter", "down", "enter")  # open, UTF-8 with BOM, choose
         await pilot.press("ctrl+s")
@@ -154,8 +155,8 @@ async def test_statement_history_and_completion(demo_db):
         await pilot.press("down", "down")
         assert inp.value == ""
         # completion: type the start of a field name, Right takes the suggestion
-        await pilot.press(*"homer")
-        await pilot.pause(0.2)
+        await type_text(app, pilot, "homer")
+        await settle(app, pilot)   # the suggester runs in a worker and posts its suggestion
         await pilot.press("right")
         assert inp.value == "homeroom"
         await pilot.press("escape")

@@ -14,6 +14,7 @@ from patron_tui.ui.screens.sections import BatchScreen, JobsScreen, LogScreen
 from patron_tui.ui.screens.utilities import UtilitiesScreen
 from patron_tui.ui.themes import load_themes
 from patron_tui.ui.widgets.log_pane import LogPane, LogView
+from tests.pilot import from_palette, in_every_theme
 
 THEMES = [t.name for t in load_themes()[0]]
 SECTION_KEYS = [
@@ -37,20 +38,41 @@ async def settle(app, pilot):
 
 
 @pytest.mark.parametrize("theme", THEMES)
-async def test_every_section_by_key_in_every_theme(small_store, theme):
+async def test_the_theme_given_at_start_is_used_and_remembered(small_store, theme):
+    # what each theme's own walkthrough checked about the theme itself; the walkthrough below
+    # checks every section in every theme
     app = make_app(small_store.path, theme=theme, operator="tester")
     async with app.run_test(size=(80, 24)) as pilot:
         await settle(app, pilot)
         assert app.theme == theme
+        assert isinstance(app.screen, HomeScreen)
+        pane = app.screen.query_one(LogPane)
+        assert pane.display and pane.region.height > 0
+    # the theme chosen with --theme is remembered
+    assert load_ui_settings()["theme"] == theme
+
+
+async def test_every_section_by_key_in_every_theme(small_store):
+    # one keyboard walkthrough in the default theme; each section is also checked in all four
+    # themes (in_every_theme: the log pane shown, nothing moved or cut); this was four walkthroughs
+    app = make_app(small_store.path, theme="patron-dark", operator="tester")
+    async with app.run_test(size=(80, 24)) as pilot:
+        await settle(app, pilot)
+        assert app.theme == "patron-dark"
         for key, mode, screen_type in SECTION_KEYS:
             # leave any focused input first: section keys are app bindings
             await pilot.press(key)
             await settle(app, pilot)
             assert app.current_mode == mode, key
             assert isinstance(app.screen, screen_type)
-            pane = app.screen.query_one(LogPane)
-            assert pane.display  # docked (or full) in every section
-            assert pane.region.height > 0
+
+            def pane_shown():
+                pane = app.screen.query_one(LogPane)
+                assert pane.display  # docked (or full) in every section
+                assert pane.region.height > 0
+
+            pane_shown()
+            await in_every_theme(app, pilot, pane_shown)
         # Home shows real figures: 12 patrons in 2 sites
         await pilot.press("1")
         await settle(app, pilot)
@@ -58,11 +80,7 @@ async def test_every_section_by_key_in_every_theme(small_store, theme):
         counts = {str(status.get_row_at(i)[0]): str(status.get_row_at(i)[1]) for i in range(status.row_count)}
         assert counts == {"Active": "9", "Inactive": "3"}
         # the palette, by keyboard
-        await pilot.press("ctrl+p")
-        await pilot.pause()
-        await pilot.press(*"go to utilities")
-        await pilot.pause(0.3)
-        await pilot.press("enter")
+        await from_palette(app, pilot, "go to utilities", "Go to Utilities")
         await settle(app, pilot)
         assert app.current_mode == "utilities"
         # key help
@@ -84,7 +102,7 @@ async def test_every_section_by_key_in_every_theme(small_store, theme):
         await pilot.pause()
         assert [r.text for r in view.rows] == ["careful"]
     # the theme chosen with --theme is remembered
-    assert load_ui_settings()["theme"] == theme
+    assert load_ui_settings()["theme"] == "patron-dark"
 
 
 async def test_theme_remembered_from_palette(small_store):
@@ -105,18 +123,10 @@ async def test_palette_reaches_sections_and_commands(small_store):
     app = make_app(small_store.path, operator="tester")
     async with app.run_test(size=(80, 24)) as pilot:
         await settle(app, pilot)
-        await pilot.press("ctrl+p")
-        await pilot.pause()
-        await pilot.press(*"go to jobs")
-        await pilot.pause(0.3)
-        await pilot.press("enter")
+        await from_palette(app, pilot, "go to jobs", "Go to Jobs")
         await settle(app, pilot)
         assert app.current_mode == "jobs"
-        await pilot.press("ctrl+p")
-        await pilot.pause()
-        await pilot.press(*"toggle log")
-        await pilot.pause(0.3)
-        await pilot.press("enter")
+        await from_palette(app, pilot, "toggle log", "Toggle log pane")
         await settle(app, pilot)
         assert not app.log_visible
         assert not app.screen.query_one(LogPane).display
