@@ -102,6 +102,7 @@ class Day:
     #: while the command runs: interact with it; returns the stderr it read
     drive: Callable[[subprocess.Popen], str] | None = None
     pass_fds: tuple[int, ...] = ()
+    new_session: bool = False     # its own process group (a terminal's Ctrl+C reaches it all)
     close_after_start: tuple[int, ...] = ()
     compare: bool = True          # the data must be as before
     lines: int = 1                # stderr lines at most
@@ -192,6 +193,15 @@ def statement_nested_400_deep(tmp_path: Path) -> Day:
 
 
 def ctrl_c_during_an_import(tmp_path: Path) -> Day:
+    return _ctrl_c(tmp_path, process="never")
+
+
+def ctrl_c_during_an_import_with_its_mapping_process(tmp_path: Path) -> Day:
+    """As a terminal does it: SIGINT to the whole process group, the mapping process too."""
+    return _ctrl_c(tmp_path, process="always")
+
+
+def _ctrl_c(tmp_path: Path, *, process: str) -> Day:
     db = _district(tmp_path)
     rows = ["N0,NB0,New0,Pat,NOWHERE"] + [f"N{i},NB{i},New{i},Pat,HS" for i in range(1, 2000)]
     csv_path, props = write_import(tmp_path, rows)
@@ -202,7 +212,10 @@ def ctrl_c_during_an_import(tmp_path: Path) -> Day:
         try:
             # the import printed a message and stopped there, inside its write transaction
             assert os.read(reached_r, 64) == b"cli-message\n", "the import never got to writing"
-            proc.send_signal(signal.SIGINT)
+            if process == "always":
+                os.killpg(proc.pid, signal.SIGINT)
+            else:
+                proc.send_signal(signal.SIGINT)
             heard = proc.stderr.readline()   # the CLI says at once that it stops
             assert "Ctrl+C" in heard, heard
         finally:
@@ -219,14 +232,15 @@ def ctrl_c_during_an_import(tmp_path: Path) -> Day:
 
     return Day(db, ["import", str(csv_path), "--properties", str(props), "--db", str(db)],
                env={"PATRON_TUI_PAUSE_AT": "cli-message", "PATRON_TUI_PAUSE_FDS": f"{reached_w},{go_r}",
-                    "PATRON_TUI_IMPORT_PROCESS": "never"},
-               pass_fds=(reached_w, go_r), close_after_start=(reached_w, go_r), drive=drive,
+                    "PATRON_TUI_IMPORT_PROCESS": process},
+               pass_fds=(reached_w, go_r), new_session=process == "always", close_after_start=(reached_w, go_r), drive=drive,
                says=["interrupted (Ctrl+C)", "was stopped", "nothing it was writing was kept", str(db),
                      "as it was"], code=EXIT_INTERRUPTED, lines=2, after=after)
 
 
 BAD_DAYS = [busy_import, readonly_file, readonly_folder, full_disk_during_a_utility, newer_schema,
-            backup_of_a_damaged_database, statement_nested_400_deep, ctrl_c_during_an_import]
+            backup_of_a_damaged_database, statement_nested_400_deep, ctrl_c_during_an_import,
+            ctrl_c_during_an_import_with_its_mapping_process]
 
 
 @pytest.mark.parametrize("bad_day", BAD_DAYS, ids=[f.__name__ for f in BAD_DAYS])
@@ -240,7 +254,7 @@ def test_a_bad_day_is_one_sentence_with_the_file_and_its_exit_code(tmp_path, bad
         with day.around():
             proc = subprocess.Popen([*day.prefix, sys.executable, "-m", "patron_tui", *day.argv], env=env,
                                     stdout=out, stderr=subprocess.PIPE, text=True, pass_fds=day.pass_fds,
-                                    cwd=tmp_path)
+                                    cwd=tmp_path, start_new_session=day.new_session)
             for fd in day.close_after_start:
                 os.close(fd)
             try:

@@ -164,6 +164,11 @@ class MappedChunks:
 
 
 if __name__ == "__main__":
+    import signal
+
+    # Ctrl+C reaches the whole process group: the importing process decides (it cancels the
+    # run and closes our pipe, which ends us); the helper must not die first and fail the run
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
     raise SystemExit(_child_main())
 
 
