@@ -819,10 +819,20 @@ def _cmd_import(db_path: Path, args: argparse.Namespace) -> int:
         print(f"run {handle.run_id}: {handle.status.value}{' (dry run: nothing changed)' if args.dry_run else ''}"
               f": {counts}")
     if handle.status.value != "succeeded":
-        if not args.json:
-            _fail_data(handle.error or handle.status.value)
-        return 2
+        return _run_failed(handle, db_path, quiet=args.json)
     return 0
+
+
+def _run_failed(handle, db_path: Path, *, quiet: bool = False) -> int:
+    """A run that did not succeed: its error on stderr (a bad day's sentence when it is one:
+    a full disk, a read-only database...) unless `quiet`; its exit code (2, or the bad day's)."""
+    from patron_tui.cli_common import failure_code
+    from patron_tui.store.trouble import explain_text
+
+    trouble = explain_text(handle.error, db_path)
+    if not quiet:
+        _fail_data(str(trouble) if trouble is not None else (handle.error or handle.status.value))
+    return failure_code(handle.error)
 
 
 def queued_line(run_id: int) -> str:
@@ -963,9 +973,7 @@ def _cmd_resolve(db_path: Path, args: argparse.Namespace, parser: argparse.Argum
                          indent=2))
     elif ok:
         print(f"run {handle.run_id}: conflict {args.conflict_id} {handle.summary.get('status')}")
-    else:
-        _fail_data(handle.error or handle.status.value)
-    return 0 if ok else 2
+    return 0 if ok else _run_failed(handle, db_path, quiet=args.json)
 
 
 def _run_console(db_path: Path, theme: str | None, workers: int | None) -> int:

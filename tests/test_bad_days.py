@@ -158,6 +158,15 @@ def full_disk_during_a_utility(tmp_path: Path) -> Day:
                      "nothing was changed", "free some space"], code=EXIT_CANNOT_WRITE)
 
 
+def full_disk_during_an_import(tmp_path: Path) -> Day:
+    db = _district(tmp_path)
+    csv_path, props = write_import(tmp_path, [f"N{i},NB{i},New{i},Pat,HS" for i in range(500)])
+    return Day(db, ["import", str(csv_path), "--properties", str(props), "--db", str(db)],
+               env={"PATRON_TUI_MAX_PAGES": "1", "PATRON_TUI_IMPORT_PROCESS": "never"},
+               says=[f"the disk holding {db} is full", "nothing was changed", "free some space"],
+               code=EXIT_CANNOT_WRITE)
+
+
 def newer_schema(tmp_path: Path) -> Day:
     db = _district(tmp_path)
     conn = sqlite3.connect(db)
@@ -238,7 +247,8 @@ def _ctrl_c(tmp_path: Path, *, process: str) -> Day:
                      "as it was"], code=EXIT_INTERRUPTED, lines=2, after=after)
 
 
-BAD_DAYS = [busy_import, readonly_file, readonly_folder, full_disk_during_a_utility, newer_schema,
+BAD_DAYS = [busy_import, readonly_file, readonly_folder, full_disk_during_a_utility,
+            full_disk_during_an_import, newer_schema,
             backup_of_a_damaged_database, statement_nested_400_deep, ctrl_c_during_an_import,
             ctrl_c_during_an_import_with_its_mapping_process]
 
