@@ -54,4 +54,7 @@ class StatusHeader(Static):
             style = "reverse bold" if mode == self.section else ""
             text.append(f" {key} {label} ", style)
             text.append(" ")
-        self.update(text)
+        # asked every second: an update re-lays out the whole screen, so only when it changed
+        if text != getattr(self, "_shown", None):
+            self._shown = text
+            self.update(text)
