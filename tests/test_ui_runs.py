@@ -7,15 +7,17 @@ from patron_tui.ui.app import make_app
 from patron_tui.ui.widgets.log_pane import LogPane
 
 from .conftest import add_patrons
+from .pilot import wait_until
 
 
-async def wait_for_runs(app, pilot, *, timeout: float = 30.0) -> None:
-    loops = int(timeout / 0.1)
-    for _ in range(loops):
-        await pilot.pause(0.1)
-        if app.engine is not None and app.engine._handles and not app.engine.active_runs():
-            break
-    await pilot.pause(0.3)  # one more drain of the log buffer
+async def wait_for_runs(app, pilot) -> None:
+    """Until the runs have ended and the last one's "finished" line reached the log pane."""
+    def done() -> bool:
+        if app.engine is None or not app.engine._handles or app.engine.active_runs():
+            return False
+        return any("finished" in r.text for r in app.screen.query_one(LogPane).view.rows)
+
+    await wait_until(app, pilot, done)
 
 
 async def test_check_run_streams_faults_into_log_pane(small_store):
