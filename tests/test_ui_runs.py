@@ -11,11 +11,13 @@ from .pilot import wait_until
 
 
 async def wait_for_runs(app, pilot) -> None:
-    """Until the runs have ended and the last one's "finished" line reached the log pane."""
+    """Until the runs have ended and the last one's "finished" line is shown in the log pane
+    (the pane scrolls to it on its next refresh, after the line arrives)."""
     def done() -> bool:
         if app.engine is None or not app.engine._handles or app.engine.active_runs():
             return False
-        return any("finished" in r.text for r in app.screen.query_one(LogPane).view.rows)
+        view = app.screen.query_one(LogPane).view
+        return any("finished" in view.render_line(y).text for y in range(view.size.height))
 
     await wait_until(app, pilot, done)
 
