@@ -419,7 +419,7 @@ def _cmd_convert(args: argparse.Namespace) -> int:
 def _print_messages(engine) -> None:
     """Stream a run's messages to standard output as they happen (data made visible)."""
     from patron_tui.models import MESSAGE_KINDS
-    from patron_tui.pause import pause_point
+    from patron_tui import testpoints
     from patron_tui.textsafe import visible
 
     reader_gone = False
@@ -434,7 +434,7 @@ def _print_messages(engine) -> None:
             print(f"{event.kind.value:8} {event.code:22} {where}{visible(event.text)}", flush=True)
         except BrokenPipeError:  # `| head`: stop printing, let the run finish
             reader_gone = True
-        pause_point("cli-message")   # tests: a run stopped mid-write, on its own thread
+        testpoints.reach("cli-message")   # tests: a run stopped mid-write, on its own thread
 
     engine.subscribe(show)
 

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import os
 import queue
-import signal
 import sqlite3
 import threading
 import time
@@ -26,10 +25,12 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
+from patron_tui import testpoints
 from patron_tui.models import EventKind, RunEvent, RunStatus
 from patron_tui.store import ChangesetWriter, Store
 from patron_tui.store.db import DatabaseBusy
 from patron_tui.store import runlog
+from patron_tui.store.trouble import explain
 
 T = TypeVar("T")
 R = TypeVar("R")
@@ -249,7 +250,7 @@ class RunContext:
         runlog.record_outcome(w.conn, self.run_id, summary={**self.summary, "messages": dict(self.counts)},
                               if_stopped=self.if_stopped)
         w.final_outcome = final   # type: ignore[attr-defined]
-        kill_point("commit")
+        testpoints.reach("commit")
 
     @property
     def cancelled(self) -> bool:
@@ -316,26 +317,7 @@ class _RunWriter(ChangesetWriter):
             self._ctx.committed = True
             if self.final_outcome:
                 self._ctx.outcome_committed = True
-            kill_point("committed")
-
-
-_kill_seen: dict[str, int] = {}
-
-
-def kill_point(name: str) -> None:
-    """For the kill tests (tests/test_run_truth.py): with PATRON_TUI_KILL_AT=name (or name:N, the
-    N-th time), the process SIGKILLs itself here. Points: "commit" (a run's outcome written, just
-    before COMMIT), "committed" (just after COMMIT), "finish" (before the engine's finish_run),
-    "finished" (after it)."""
-    want = os.environ.get("PATRON_TUI_KILL_AT")
-    if not want:
-        return
-    point, _, nth = want.partition(":")
-    if point != name:
-        return
-    _kill_seen[name] = _kill_seen.get(name, 0) + 1
-    if _kill_seen[name] == (int(nth) if nth.isdigit() else 1):
-        os.kill(os.getpid(), signal.SIGKILL)
+            testpoints.reach("committed")
 
 
 # -- handles and the engine ---------------------------------------------------------------
@@ -591,8 +573,13 @@ class RunEngine:
             error = str(exc)
             ctx.error(error, code="failed" if isinstance(exc, RunFailed) else "busy")
         except Exception as exc:  # the run fails, the console does not
-            error = f"{type(exc).__name__}: {exc}"
-            ctx.error(f"Run failed: {error}", code="crash")
+            trouble = explain(exc, self.store.path)
+            if trouble is not None:   # a bad day (a full disk...): its one sentence, everywhere
+                error = str(trouble)
+                ctx.error(error, code=trouble.kind)
+            else:
+                error = f"{type(exc).__name__}: {exc}"
+                ctx.error(f"Run failed: {error}", code="crash")
         finally:
             ctx.close()
             if ctx.outcome_committed and status is not RunStatus.SUCCEEDED:
@@ -603,9 +590,9 @@ class RunEngine:
             summary = {**ctx.summary, "messages": dict(ctx.counts)}
             self._flush_messages()
             try:
-                kill_point("finish")
+                testpoints.reach("finish")
                 runlog.finish_run(conn, handle.run_id, status=status.value, summary=summary, error=error)
-                kill_point("finished")
+                testpoints.reach("finished")
             finally:
                 conn.close()
             handle.status, handle.summary, handle.error = status, summary, error

@@ -3,8 +3,8 @@ killed or failed at any moment leaves no file at the target (it used to leave a 
 after which backup and restore to that path were refused), and a .part left by a killed
 backup never blocks the next one.
 
-The kill happens at a point the test controls: the child stops at the "backup-written" pause
-point (patron_tui/pause.py), the copy complete in the .part, not yet renamed."""
+The kill happens at a point the test controls: the child stops at the "backup-written" test
+point (patron_tui/testpoints.py), the copy complete in the .part, not yet renamed."""
 
 from __future__ import annotations
 

@@ -6,7 +6,7 @@ traceback, and leaves the district's data as it was.
 
 Nothing here waits on a clock: the busy database is a write lock this test holds (in another
 process) and releases; the full disk is `PRAGMA max_page_count` ($PATRON_TUI_MAX_PAGES);
-Ctrl+C reaches the import while it is stopped at a pause point (patron_tui/pause.py) inside
+Ctrl+C reaches the import while it is stopped at a test point (patron_tui/testpoints.py) inside
 its write transaction, and the test lets it go on once the CLI said it heard Ctrl+C.
 """
 

@@ -2,7 +2,7 @@
 `interrupted`, or applied and `succeeded` with its summary (counts matching the data).
 
 Each case runs a real CLI child (an import, a batch update, a utility, an undo) that SIGKILLs
-itself at a named point (PATRON_TUI_KILL_AT, runs.kill_point): just before COMMIT (the run's
+itself at a named point (PATRON_TUI_KILL_AT, patron_tui/testpoints.py): just before COMMIT (the run's
 outcome already written inside the transaction), just after COMMIT, before the engine's
 finish_run, after it. Then, as the next process to start would, the dead run is marked, and the
 run row and the data must agree. A job run with inactivation rules (two transactions) killed

@@ -97,7 +97,7 @@ def _vacuum_into(conn: sqlite3.Connection, db_path: Path, target: Path) -> Path:
     """Copy the database to `target`: written to `<target>.part`, fsynced, then renamed to
     `target` (never over an existing file), so `target` is either a whole backup or absent;
     on any failure the .part is removed. A .part left by a killed backup is replaced."""
-    from patron_tui.pause import pause_point
+    from patron_tui import testpoints
     from patron_tui.store.trouble import explain
 
     if conn.in_transaction:
@@ -116,7 +116,7 @@ def _vacuum_into(conn: sqlite3.Connection, db_path: Path, target: Path) -> Path:
             pass
         with open(part, "rb") as f:
             os.fsync(f.fileno())
-        pause_point("backup-written")
+        testpoints.reach("backup-written")
         _rename_new(part, target)
         _fsync_dir(target.parent)
     except BaseException as exc:
