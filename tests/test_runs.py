@@ -167,6 +167,34 @@ def test_failing_run_is_failed_and_its_writes_rolled_back(engine, store):
     assert codes == [("warning", "early"), ("error", "crash")]
 
 
+def test_a_run_failing_on_a_full_disk_stores_the_sentence_as_its_error(store, monkeypatch):
+    """A bad day is the run's error as its one sentence (what the Job Manager and the run summary
+    show), not sqlite's text; the CLI still reads its kind (exit code 4) from what is stored."""
+    from patron_tui.cli_common import EXIT_CODES, failure_code
+    from patron_tui.store.trouble import explain_text, sentence
+
+    monkeypatch.setenv("PATRON_TUI_MAX_PAGES", "1")   # never more pages than it has: a full disk
+    engine = RunEngine(store, pool_size=1)
+    try:
+        def fills_the_disk(ctx):
+            with ctx.writer() as w:
+                for i in range(200):
+                    w.insert("sites", {"code": f"S{i}", "name": "x" * 400})
+
+        handle = engine.execute("test", "Fills the disk", fills_the_disk)
+    finally:
+        engine.shutdown()
+    full = sentence("full", store.path)
+    assert handle.status is RunStatus.FAILED and handle.error == full
+    row = run_row(store, handle.run_id)
+    assert (row["status"], row["error"]) == ("failed", full)
+    assert [(m["level"], m["code"], m["text"]) for m in run_messages(store, handle.run_id)] == [
+        ("error", "full", full)]
+    assert count(store, "SELECT count(*) FROM sites WHERE code LIKE 'S%'") == 0
+    assert explain_text(row["error"]).kind == "full"
+    assert failure_code(row["error"]) == EXIT_CODES["full"] == 4
+
+
 def test_run_failed_reason_is_the_error_text(engine, store):
     def refuses(ctx):
         raise RunFailed("the import file is empty")

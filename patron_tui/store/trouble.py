@@ -2,8 +2,9 @@
 
 `explain(exc, db_path)` turns an exception of the store (or of the files around it) into a
 `StoreTrouble`: a `kind` and ONE sentence naming the file and what to do, never a traceback.
-`explain_text(text, db_path)` does the same for a run's stored error text (a run records
-its failure as text, e.g. "OperationalError: database or disk is full").
+`explain_text(text, db_path)` does the same for a run's stored error text: the run engine
+stores a bad day's sentence as the run's error, and a run recorded before it did, the raw text
+("OperationalError: database or disk is full").
 `Store.connect` raises `StoreTrouble` itself for a database it cannot open for one of these
 reasons; the CLI turns each kind into its exit code (cli_common.EXIT_CODES) and the console
 shows the sentence.
@@ -124,6 +125,17 @@ def explain(exc: BaseException, db_path: str | os.PathLike[str] | None = None) -
     return None
 
 
+# what only sentence() says, per kind: a run stores a bad day's sentence as its error (runs.py)
+_SENTENCES = (
+    ("the database is busy: another run or program kept", "busy"),
+    ("or its disk is read-only for", "readonly"),
+    ("is full, so nothing was changed; free some space", "full"),
+    (", so nothing was changed; restore the latest backup", "damaged"),
+    ("reported an input/output error", "disk"),
+    ("was written by a newer patron-tui", "newer"),
+)
+
+
 def _kind_of_text(text: str) -> str | None:
     low = text.lower()
     for needle, kind in _TEXTS:
@@ -136,11 +148,12 @@ def explain_text(text: str | None, db_path: str | os.PathLike[str] | None = None
     """The StoreTrouble a run's error text names, or None."""
     if not text:
         return None
+    for mark, kind in _SENTENCES:
+        if mark in text:   # already the sentence (it names the file it was about)
+            return StoreTrouble(kind, db_path, text)
     kind = _kind_of_text(text)
     if kind is None:
         return None
-    if kind == "busy" and text.startswith("the database is busy"):
-        return StoreTrouble(kind, db_path, text)
     detail = text.split(": ", 1)[-1] if kind in ("damaged", "disk") else ""
     return StoreTrouble(kind, db_path, sentence(kind, db_path, detail))
 
