@@ -3,7 +3,9 @@ console's Batch Update Patron Profile tool and of its service-queue filler.
 
 `batch-update --dry-run` prints the preview and changes nothing; without it the batch runs
 (one run, one transaction), then its summary and error report are printed; with
-`--fill-queues` the queue filler then runs in the foreground until every queue is filled.
+`--fill-queues` the batch hands its queues to a filler (queue_fill.hand_off): one it starts runs
+in the foreground until every queue is filled; one already at work (another process's) takes
+them. The summary names that filler run either way.
 `--background` hands the batch to the scheduler service instead (it starts the filler after the
 batch); the command prints the queued run's id and returns.
 Exit codes: 0 done, 1 done with refused patrons (the error report), 2 refused or failed.
@@ -128,6 +130,7 @@ def _cmd_batch(db_path: Path, args: argparse.Namespace) -> int:
     from patron_tui.runs import RunEngine
     from patron_tui.services import batch
     from patron_tui.services.permissions import PermissionDenied, require_batch_tools
+    from patron_tui.store import runlog
     from patron_tui.textsafe import visible
 
     update = _update(args)
@@ -171,7 +174,7 @@ def _cmd_batch(db_path: Path, args: argparse.Namespace) -> int:
             print(f"  note: {visible(note)}")
         return 0
     engine = RunEngine(store, pool_size=1)
-    filler = None
+    filler_id = filler = None
     try:
         try:
             handle = batch.start_batch_update(engine, store, store.operator, tgt, update)
@@ -179,9 +182,11 @@ def _cmd_batch(db_path: Path, args: argparse.Namespace) -> int:
             raise Refused(str(exc)) from None
         handle.wait()
         if handle.status.value == "succeeded" and update.fill_service_queues:
-            from patron_tui.services.queue_fill import start_filler
+            from patron_tui.services.queue_fill import hand_off
 
-            filler = start_filler(engine, store, store.operator)
+            # the filler that fills this batch's queues: started here (run to its end), or one
+            # already at work in another process, which takes them (queue_fill.hand_off)
+            filler_id, filler = hand_off(engine, store, store.operator)
             if filler is not None:
                 filler.wait()
     finally:
@@ -189,6 +194,7 @@ def _cmd_batch(db_path: Path, args: argparse.Namespace) -> int:
     conn = store.connect()
     try:
         report = batch.errors(conn, handle.run_id)
+        at_work = None if filler_id is None or filler is not None else runlog.get_run(conn, filler_id)
     finally:
         conn.close()
     s = run_summary(handle)
@@ -196,17 +202,24 @@ def _cmd_batch(db_path: Path, args: argparse.Namespace) -> int:
     if args.json:
         out = {**run_json(handle), "errors": [{"barcode": b, "text": t} for b, t in report]}
         if filler is not None:
-            out["filler"] = {"run_id": filler.run_id, "status": filler.status.value,
+            out["filler"] = {"run_id": filler.run_id, "started": True, "status": filler.status.value,
                              "summary": run_summary(filler)}
+        elif at_work is not None:
+            out["filler"] = {"run_id": filler_id, "started": False, "status": at_work["status"],
+                             "summary": at_work["summary"] or {}}
         print(json.dumps(out, indent=2, ensure_ascii=False))
     elif ok:
+        by = f" (queue filler run {filler_id})" if filler_id is not None else ""
         print(f"run {handle.run_id}: {s.get('patrons', 0)} patrons: {s.get('profiles_updated', 0)} profiles updated, "
               f"{s.get('profiles_created', 0)} created, {s.get('unchanged', 0)} unchanged, "
-              f"{s.get('errors', 0)} errors, {s.get('queues_queued', 0)} queues queued")
+              f"{s.get('errors', 0)} errors, {s.get('queues_queued', 0)} queues queued{by}")
         if filler is not None:
             fs = filler.summary
             print(f"run {filler.run_id}: queue filler {filler.status.value}: {fs.get('queues_filled', 0)} queues, "
                   f"{fs.get('titles_added', 0)} titles")
+        elif filler_id is not None:
+            print(f"run {filler_id}: queue filler already at work (started elsewhere): it fills these queues "
+                  f"(`patron-tui summary {filler_id}` shows it)")
     if not ok:
         if not args.json:
             fail(f"the batch update did not run: {handle.error or handle.status.value}; nothing was changed")

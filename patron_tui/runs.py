@@ -539,6 +539,10 @@ class RunEngine:
         handles = dict(self._handles)   # a copy: another thread may start a run meanwhile
         return handles[max(handles)] if handles else None
 
+    def handle(self, run_id: int) -> RunHandle | None:
+        """The handle of a run this engine executes (or executed), or None."""
+        return self._handles.get(run_id)
+
     def active_runs(self) -> list[int]:
         # a copy first: another thread may start a run while this walks the table
         return [rid for rid, h in list(self._handles.items()) if not h.finished]

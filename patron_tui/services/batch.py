@@ -22,9 +22,10 @@ cancelled run leaves the database as it was.
 
 Service queues: with `fill_service_queues`, the run writes one fill request per profile
 (queue_fill_requests); the background filler (services/queue_fill.py) fills them afterwards
-as its own run. `start_batch_update` does NOT start the filler: the caller starts it with
-`queue_fill.start_filler` once the batch run has succeeded (the console and the CLI do), and
-the scheduler process picks up any request still waiting.
+as its own run. `start_batch_update` does NOT start the filler: once the batch run has
+succeeded the caller hands its queues to one with `queue_fill.hand_off` (the filler already at
+work, or one it starts) and names that run (the console and the CLI do; a queued batch does it
+itself, `_run_queued`), and the scheduler process picks up any request still waiting.
 """
 
 from __future__ import annotations
@@ -463,8 +464,8 @@ def start_batch_update(engine: RunEngine, store: Any, operator: str, target: Tar
     """Check the permission and the form, then start the run (kind "batch_update").
 
     PermissionDenied when `operator` may not use batch tools, BatchError for an unknown
-    medium or subject. Does not start the queue filler: start it (queue_fill.start_filler)
-    once this run has succeeded."""
+    medium or subject. Does not start the queue filler: hand the queues to one
+    (queue_fill.hand_off) once this run has succeeded."""
     conn = store.connect()
     try:
         require_batch_tools(conn, operator)

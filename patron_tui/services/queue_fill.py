@@ -14,8 +14,8 @@ request not done and no queue is ever filled twice; two fillers at once (two pro
 different chunks, as each chunk is chosen under the write lock. Each chunk reports progress
 and one info message (the log pane). Between chunks it leaves the write lock to others.
 
-Who starts it: the caller of a batch update, once that run has succeeded
-(`start_filler`); `patron-tui fill-queues` in the foreground; and the scheduler process
+Who starts it: the caller of a batch update, once that run has succeeded, unless a filler is
+at work already (`hand_off`, which says which filler takes the queues); `patron-tui fill-queues` in the foreground; and the scheduler process
 (services/jobs/scheduler.py), on every pass, when requests are waiting and no filler is alive.
 """
 
@@ -31,7 +31,7 @@ from patron_tui.runs import RunContext, RunEngine, RunHandle
 from patron_tui.store import utc_now
 from patron_tui.store.identity import host_name, pid_alive
 
-__all__ = ["FILL_KIND", "CHUNK", "pending", "live_filler", "start_filler", "fill_queues", "fill_profile_titles"]
+__all__ = ["FILL_KIND", "CHUNK", "pending", "live_filler", "hand_off", "start_filler", "fill_queues", "fill_profile_titles"]
 
 FILL_KIND = "queue_fill"
 

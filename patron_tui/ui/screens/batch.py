@@ -13,9 +13,10 @@ Subjects to add, Fill service queues (+ queue length). Blank or "unchanged" chan
 F5 previews (`services.batch.preview`): per field how many profiles change, from what to
 what, how many profiles are created. Ctrl+R is PROCESS: it refuses without a preview of exactly
 this form and set, asks for the patron count typed, then starts `batch.start_batch_update`
-and follows it; when it ends the result (counts and the error report) opens, and the queue
-filler (`queue_fill.start_filler`) fills the service queues in the background, its progress on
-the line under the form and its messages in the log pane. Ctrl+B (PROCESS in background, also
+and follows it; when it ends the result (counts and the error report) opens, and the batch
+hands its service queues to a queue filler (`queue_fill.hand_off`: the one already at work, or
+one started now), which the result and the line under the form name; a filler of this console
+is followed there (its progress; its messages in the log pane). Ctrl+B (PROCESS in background, also
 from the preview) does the same checks and asks the same, then hands the batch to the scheduler
 service (`batch.queue_batch_update`; the filler follows it there) and says which run to follow
 in the Job Manager. The screen writes nothing itself.
@@ -269,10 +270,11 @@ def result_counts(r: BatchResult) -> str:
     head = f"Run {r.run_id} {r.status}" + (f": {visible(r.error)}" if r.error else "")
     if not s:
         return head + ". Nothing was changed."
+    by = f" (queue filler run {s['filler_run_id']})" if s.get("filler_run_id") is not None else ""
     return (f"{head}. {s.get('patrons', 0):,} patrons: {s.get('profiles_updated', 0):,} profiles updated, "
             f"{s.get('profiles_created', 0):,} created, {s.get('unchanged', 0):,} unchanged, "
             f"{s.get('errors', 0):,} errors; {s.get('subjects_added', 0):,} subjects added; "
-            f"{s.get('queues_queued', 0):,} service queues to fill.")
+            f"{s.get('queues_queued', 0):,} service queues to fill{by}.")
 
 
 def result_line(r: BatchResult) -> str:
@@ -823,23 +825,31 @@ class BatchScreen(SectionScreen):
             conn.close()
         result = BatchResult(handle.run_id, handle.status.value, handle.error, dict(handle.summary or {}), report)
         filler = None
-        if handle.status.value == "succeeded" and waiting and self.app.engine is not None:
-            filler = queue_fill.start_filler(self.app.engine, self.app.store, self.app.store.operator)
+        engine = self.app.engine
+        if handle.status.value == "succeeded" and waiting and engine is not None:
+            # the filler that fills the queues: one it starts, or the one already at work, which
+            # takes them (followed here when this console runs it); the summary names it
+            filler_id, filler = queue_fill.hand_off(engine, self.app.store, self.app.store.operator)
+            if filler_id is not None:
+                result.summary["filler_run_id"] = filler_id
+                if filler is None:
+                    filler = engine.handle(filler_id)
         self.app.call_from_thread(self._finished, result, filler, waiting)
 
     def _finished(self, result: BatchResult, filler, waiting: int) -> None:
         self.result = result
         self.query_one("#batch-status", Static).update(Content(result_line(result)))
         line = self.query_one("#batch-filler", Static)
+        filler_id = result.summary.get("filler_run_id")
         if filler is not None:
             self.filler = filler
             line.add_class("-shown")
             line.update(Content(f"Filling service queues: 0 of {waiting:,} (run {filler.run_id})"))
             self._ensure_timer()
-        elif waiting and result.status == "succeeded":
+        elif filler_id is not None:
             line.add_class("-shown")
-            line.update(Content(f"{waiting:,} service queues wait for the queue filler already at work "
-                                f"(see the log pane)."))
+            line.update(Content(f"{waiting:,} service queues wait for queue filler run {filler_id}, already at "
+                                f"work in another process (the Job Manager follows it)."))
         if self.app.screen is self:
             self.app.push_screen(BatchReportScreen(result))
         else:
