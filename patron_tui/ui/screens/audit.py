@@ -19,12 +19,11 @@ from textual.binding import Binding
 from textual.containers import Horizontal, Vertical
 from textual.content import Content
 from textual.screen import ModalScreen, Screen
-from textual.widgets import DataTable, Input, Label, Static
+from textual.widgets import DataTable, Footer, Input, Label, Static
 
 from patron_tui.services.audit import AuditEntry, AuditError, history
 from patron_tui.textsafe import visible
 from patron_tui.ui.screens.query_dialogs import DIALOG_CSS
-from patron_tui.ui.widgets.footer import Footer
 
 PAGE = 100
 

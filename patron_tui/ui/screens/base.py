@@ -4,10 +4,10 @@ from __future__ import annotations
 
 from textual.app import ComposeResult
 from textual.screen import Screen
+from textual.widgets import Footer
 
 from patron_tui.ui.widgets.header import StatusHeader
 from patron_tui.ui.widgets.log_pane import LogPane
-from patron_tui.ui.widgets.footer import Footer
 
 
 class SectionScreen(Screen):

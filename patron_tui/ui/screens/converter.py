@@ -18,7 +18,7 @@ from textual.binding import Binding
 from textual.containers import Vertical
 from textual.content import Content
 from textual.screen import ModalScreen, Screen
-from textual.widgets import DataTable, Input, Label, OptionList, Select, Static
+from textual.widgets import DataTable, Footer, Input, Label, OptionList, Select, Static
 from textual.widgets.option_list import Option
 
 from patron_tui.services.imports.converter import (
@@ -39,7 +39,6 @@ from patron_tui.services.imports.properties import PropertiesError, parse_proper
 from patron_tui.services.imports.sourcefile import refusal
 from patron_tui.textsafe import visible
 from patron_tui.ui.screens.query_dialogs import DIALOG_CSS, ConfirmScreen, PathScreen
-from patron_tui.ui.widgets.footer import Footer
 
 NOT_IMPORTED = "(not imported)"
 ENCODING_CHOICES = ("utf-8", "utf-8-sig", "windows-1252", "mac-roman", "iso-8859-1", "utf-16")

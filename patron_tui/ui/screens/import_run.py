@@ -25,7 +25,7 @@ from textual.containers import Horizontal, Vertical
 from textual.content import Content
 from textual.screen import Screen
 from textual.suggester import Suggester
-from textual.widgets import Button, Checkbox, Input, Label, ProgressBar, Select, Static
+from textual.widgets import Button, Checkbox, Footer, Input, Label, ProgressBar, Select, Static
 
 from patron_tui.services.imports.engine import IMPORT_KIND, MODES, run_import
 from patron_tui.services.imports.properties import PropertiesError, load_properties
@@ -33,7 +33,6 @@ from patron_tui.services.imports.sourcefile import describe, open_source
 from patron_tui.textsafe import visible
 from patron_tui.ui.screens.query_dialogs import DIALOG_CSS, AskScreen
 from patron_tui.ui.widgets.log_pane import LogPane
-from patron_tui.ui.widgets.footer import Footer
 
 FROM_PROPERTIES = "from-properties"
 ENCODINGS = ("utf-8", "utf-8-sig", "windows-1252", "mac-roman", "iso-8859-1", "utf-16")

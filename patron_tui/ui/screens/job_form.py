@@ -24,7 +24,7 @@ from textual.binding import Binding
 from textual.containers import Horizontal, Vertical, VerticalScroll
 from textual.content import Content
 from textual.screen import ModalScreen, Screen
-from textual.widgets import Button, Checkbox, Input, Label, RadioButton, RadioSet, Select, Static
+from textual.widgets import Button, Checkbox, Footer, Input, Label, RadioButton, RadioSet, Select, Static
 
 from patron_tui.services.jobs import DAYS, Job, JobExists, suggested_schedule
 from patron_tui.services.jobs.model import DAY_NAMES, LARGE_DISTRICT
@@ -33,7 +33,6 @@ from patron_tui.textsafe import visible
 from patron_tui.ui.screens.import_run import ENCODINGS, FROM_PROPERTIES, MarkedCheckbox, check_properties
 from patron_tui.ui.screens.job_rules import RULES_CSS, preview_text, read_rules, rules_section
 from patron_tui.ui.screens.query_dialogs import DIALOG_CSS
-from patron_tui.ui.widgets.footer import Footer
 
 MODE_CHOICES = [("none", "none"), ("Full", "full"), ("Incremental", "incremental")]
 SECTIONS = ("name", "source", "path", "sftp_url", "sftp_port", "sftp_user", "sftp_auth", "password",

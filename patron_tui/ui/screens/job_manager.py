@@ -20,12 +20,11 @@ from textual.binding import Binding
 from textual.containers import Horizontal
 from textual.content import Content
 from textual.screen import Screen
-from textual.widgets import DataTable, Label, Select, Static
+from textual.widgets import DataTable, Footer, Label, Select, Static
 
 from patron_tui.services.run_history import JOB, kind_label
 from patron_tui.textsafe import visible
 from patron_tui.ui.screens.jobs import stamp_text
-from patron_tui.ui.widgets.footer import Footer
 
 ALL_JOBS = "*all*"
 ALL_KINDS = "*all*"

@@ -24,7 +24,7 @@ from textual.geometry import Size
 from textual.screen import Screen
 from textual.scroll_view import ScrollView
 from textual.strip import Strip
-from textual.widgets import DataTable, Static, TabbedContent, TabPane
+from textual.widgets import DataTable, Footer, Static, TabbedContent, TabPane
 
 from patron_tui.services.imports.conflicts import (
     CONFLICT_KIND,
@@ -41,7 +41,6 @@ from patron_tui.services.undo import undone_by
 from patron_tui.textsafe import visible
 from patron_tui.ui.screens.conflict_dialog import ConflictChoice, ConflictScreen
 from patron_tui.ui.screens.query_dialogs import DIALOG_CSS, PathScreen
-from patron_tui.ui.widgets.footer import Footer
 
 # filter name -> (levels shown, label)
 FILTERS: dict[str, tuple[frozenset[str], str]] = {

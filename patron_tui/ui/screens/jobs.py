@@ -22,7 +22,7 @@ from textual.binding import Binding
 from textual.containers import Vertical
 from textual.content import Content
 from textual.screen import ModalScreen, Screen
-from textual.widgets import OptionList, ProgressBar, Static
+from textual.widgets import Footer, OptionList, ProgressBar, Static
 from textual.widgets.option_list import Option
 
 from patron_tui.textsafe import visible
@@ -30,7 +30,6 @@ from patron_tui.ui.screens.base import SectionScreen
 from patron_tui.ui.screens.import_run import RunWatcher
 from patron_tui.ui.screens.query_dialogs import DIALOG_CSS, ConfirmScreen
 from patron_tui.ui.widgets.log_pane import LogPane
-from patron_tui.ui.widgets.footer import Footer
 
 REFUSAL = ("You may not add, edit, delete, test or run scheduled jobs: that needs the "
            "'manage patrons for the district' permission (or security level 0).")

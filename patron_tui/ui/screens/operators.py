@@ -20,14 +20,13 @@ from textual.binding import Binding
 from textual.containers import Horizontal, Vertical
 from textual.content import Content
 from textual.screen import ModalScreen, Screen
-from textual.widgets import Button, Checkbox, DataTable, Input, Label, Static
+from textual.widgets import Button, Checkbox, DataTable, Footer, Input, Label, Static
 
 from patron_tui.services import operators as ops
 from patron_tui.services.permissions import PermissionDenied, refusal
 from patron_tui.textsafe import visible
 from patron_tui.ui.screens.import_run import MarkedCheckbox
 from patron_tui.ui.screens.query_dialogs import DIALOG_CSS, ConfirmScreen
-from patron_tui.ui.widgets.footer import Footer
 
 #: the form's permission checkboxes: (service keyword, label)
 FLAG_LABELS = (("manage_patrons", "May manage patrons for the district (and scheduled jobs)"),

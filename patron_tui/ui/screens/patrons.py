@@ -24,7 +24,7 @@ from textual.binding import Binding
 from textual.containers import Vertical, VerticalScroll
 from textual.content import Content
 from textual.screen import ModalScreen
-from textual.widgets import Input, Static, TabbedContent, TabPane
+from textual.widgets import Footer, Input, Static, TabbedContent, TabPane
 
 from patron_tui.config import load_history, remember_statement
 from patron_tui.services import export as export_svc
@@ -45,7 +45,6 @@ from patron_tui.ui.screens.query_dialogs import (
 )
 from patron_tui.ui.widgets.patron_table import PatronTable
 from patron_tui.ui.widgets.statement_input import StatementInput
-from patron_tui.ui.widgets.footer import Footer
 
 _SORT_ORDER = list(svc.SORTS)
 _LINE_BREAK = re.compile(r"\r\n|\n")

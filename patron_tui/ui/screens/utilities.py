@@ -303,8 +303,4 @@ class UtilitiesScreen(SectionScreen):
             bar.update(total=1, progress=1)
         else:
             bar.update(total=handle.total or None, progress=handle.done)
-        # polled five times a second: an update re-lays out the screen, so only when it changed
-        line = f"Run {handle.run_id} {visible(handle.title)}: {handle.status.value}"
-        if line != getattr(self, "_status_line", None):
-            self._status_line = line
-            status.update(Content(line))
+        status.update(Content(f"Run {handle.run_id} {visible(handle.title)}: {handle.status.value}"))

@@ -30,12 +30,11 @@ from textual.binding import Binding
 from textual.containers import Horizontal, VerticalScroll
 from textual.content import Content
 from textual.screen import Screen
-from textual.widgets import DataTable, ProgressBar, Static, TabbedContent, TabPane
+from textual.widgets import DataTable, Footer, ProgressBar, Static, TabbedContent, TabPane
 
 from patron_tui.textsafe import visible
 from patron_tui.ui.screens.job_summary import MessageRow, MessageView
 from patron_tui.ui.screens.query_dialogs import DIALOG_CSS, AskScreen, ConfirmScreen, PathScreen
-from patron_tui.ui.widgets.footer import Footer
 from patron_tui.ui.widgets.log_pane import LogPane
 from patron_tui.ui.widgets.model_form import (DEFAULT_CHOICES, FieldSpec, ModelForm, field_specs,
                                               parse_date)

@@ -54,7 +54,4 @@ class StatusHeader(Static):
             style = "reverse bold" if mode == self.section else ""
             text.append(f" {key} {label} ", style)
             text.append(" ")
-        # asked every second: an update re-lays out the whole screen, so only when it changed
-        if text != getattr(self, "_shown", None):
-            self._shown = text
-            self.update(text)
+        self.update(text)
