@@ -64,6 +64,17 @@ def patron_where(store: Store, **where) -> dict | None:
         conn.close()
 
 
+def run_row(store: Store, run_id: int) -> dict:
+    """A run's row (runlog.get_run: status, error, summary...), read on a connection of its own."""
+    from patron_tui.store import runlog
+
+    conn = store.connect()
+    try:
+        return runlog.get_run(conn, run_id)
+    finally:
+        conn.close()
+
+
 @pytest.fixture
 def small_store(tmp_path: Path) -> Store:
     """A district with two sites and a dozen patrons."""

@@ -20,9 +20,10 @@ from patron_tui.runs import RunEngine
 from patron_tui.services import batch
 from patron_tui.services.jobs.scheduler import run_due
 from patron_tui.services.queue_fill import FILL_KIND, fill_queues
-from patron_tui.store import current_login, runlog
+from patron_tui.store import current_login
 
 from tests.batch_helpers import add_catalog, build
+from tests.conftest import run_row
 
 WAIT = 60   # the bound on every wait, never a sleep
 
@@ -72,11 +73,7 @@ def test_a_queued_batch_names_the_filler_already_at_work_which_fills_its_queues(
         run_id = _queue(store, "grade = 6", add_subjects=["SCI"], fill_service_queues=True, queue_length=2)
         results = run_due(store, engine=engine, wait=True)   # one pass: runs the queued batch to its end
         assert [(r["run_id"], r["status"]) for r in results] == [(run_id, "succeeded")]
-        conn = store.connect()
-        try:
-            run = runlog.get_run(conn, run_id)
-        finally:
-            conn.close()
+        run = run_row(store, run_id)
         assert run["summary"]["queues_queued"] == 4
         assert run["summary"]["filler_run_id"] == other.run_id   # handed to the filler at work
         release.set()
@@ -84,13 +81,8 @@ def test_a_queued_batch_names_the_filler_already_at_work_which_fills_its_queues(
     finally:
         release.set()
         engine.shutdown(cancel_running=False)
-    conn = store.connect()
-    try:
-        filler = runlog.get_run(conn, other.run_id)
-    finally:
-        conn.close()
     assert _filled_by(store, run_id) == [(other.run_id, 4)]   # and that filler did fill them
-    assert filler["summary"]["queues_filled"] == 4
+    assert run_row(store, other.run_id)["summary"]["queues_filled"] == 4
 
 
 def test_a_queued_batch_that_finds_no_filler_starts_one_and_names_it(tmp_path):
@@ -101,11 +93,7 @@ def test_a_queued_batch_that_finds_no_filler_starts_one_and_names_it(tmp_path):
         run_id = _queue(store, "grade = 6", add_subjects=["SCI"], fill_service_queues=True, queue_length=2)
         results = run_due(store, engine=engine, wait=True)
         assert [(r["run_id"], r["status"]) for r in results] == [(run_id, "succeeded")]
-        conn = store.connect()
-        try:
-            filler_id = runlog.get_run(conn, run_id)["summary"]["filler_run_id"]
-        finally:
-            conn.close()
+        filler_id = run_row(store, run_id)["summary"]["filler_run_id"]
         assert engine._handles[filler_id].wait(WAIT).value == "succeeded"
     finally:
         engine.shutdown(cancel_running=False)

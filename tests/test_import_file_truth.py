@@ -28,20 +28,10 @@ from patron_tui.services.imports.records import ImportFileError, RowReader
 from patron_tui.services.imports.summary import load_summary
 from patron_tui.store import Store
 from tests.conftest import allow_login, district
+from tests.jobs_helpers import HEADER, PROPS
 
 ROOT = Path(__file__).resolve().parent.parent
 
-PROPS = """\
-encoding=utf-8
-match=district_id
-field.district_id=ID
-field.barcode=Barcode
-field.last_name=Last
-field.first_name=First
-field.site=School
-required=barcode,last_name
-"""
-HEADER = "ID,Barcode,Last,First,School\n"
 RUN_AGAIN = "nothing was imported. Run it again when the file is complete."
 
 
@@ -107,6 +97,50 @@ def hook_reader(monkeypatch, action) -> list[int]:
     return calls
 
 
+def hook_apply(monkeypatch, path: Path, action, *, before: bool) -> list[int]:
+    """The import's writer calls `action(path)` once, at its first chunk: before applying it
+    (`before`) or after (applied, not yet committed). Returns [the file's size just after]."""
+    original = engine_mod._Import.apply
+    sizes: list[int] = []
+
+    def act() -> None:
+        action(path)
+        sizes.append(path.stat().st_size)
+
+    def apply(self, writer, chunk):
+        if before and not sizes:
+            act()
+        original(self, writer, chunk)
+        if not before and not sizes:
+            act()
+
+    monkeypatch.setattr(engine_mod._Import, "apply", apply)
+    return sizes
+
+
+def changed_size(path: Path, before: int, after: int) -> str:
+    """The run's sentence for a file whose size changed while it was read."""
+    return f"{path}: changed while it was read (size {before:,} → {after:,} bytes); {RUN_AGAIN}"
+
+
+def import_three(store: Store, engine: RunEngine, props: Path, path: Path, data: bytes) -> tuple[dict, list]:
+    """Import `data` (three records, one of them to be skipped) written to `path`: it succeeds
+    with 3 read, 2 added, 1 skipped; ({district id: last name} of the N patrons, the skipped
+    records' messages)."""
+    path.write_bytes(data)
+    handle = run(engine, path, props)
+    assert handle.status.value == "succeeded", handle.error
+    s = handle.summary
+    assert (s["read"], s["added"], s["skipped"]) == (3, 2, 1)
+    conn = store.connect()
+    try:
+        names = dict(conn.execute("SELECT district_id, last_name FROM patrons WHERE district_id LIKE 'N%'"))
+        skipped = [m for m in load_summary(conn, handle.run_id)["messages"] if m["level"] == "skipped"]
+    finally:
+        conn.close()
+    return names, skipped
+
+
 def cut_short(path: Path) -> None:
     """Truncate the file in the middle of a row (as an SIS export still being written, or an
     operator's Ctrl+C of a copy)."""
@@ -128,8 +162,7 @@ def test_a_file_cut_short_while_it_is_read_fails_and_changes_nothing(store, engi
     assert calls, "the hook ran between blocks"
     after_size = path.stat().st_size
     assert handle.status.value == "failed"
-    assert handle.error == (f"{path}: changed while it was read (size {before_size:,} → {after_size:,} bytes); "
-                            f"{RUN_AGAIN}")
+    assert handle.error == changed_size(path, before_size, after_size)
     assert state(store) == before                                  # not one row of the file stored
 
 
@@ -157,22 +190,16 @@ def test_a_change_after_the_last_block_is_caught_at_the_commit_point(store, engi
     path.write_text(HEADER + rows(200), encoding="utf-8")
     before_size = path.stat().st_size
     before = state(store)
-    original = engine_mod._Import.apply
-    grown: list[int] = []
 
-    def apply(self, writer, chunk):
-        original(self, writer, chunk)
-        if not grown:
-            with open(path, "a", encoding="utf-8") as f:
-                f.write(rows(1, start=9000))
-            grown.append(path.stat().st_size)
+    def grow(p: Path) -> None:
+        with open(p, "a", encoding="utf-8") as f:
+            f.write(rows(1, start=9000))
 
-    monkeypatch.setattr(engine_mod._Import, "apply", apply)
+    grown = hook_apply(monkeypatch, path, grow, before=False)
     handle = run(engine, path, props, process=False)
     assert grown
     assert handle.status.value == "failed"
-    assert handle.error == (f"{path}: changed while it was read (size {before_size:,} → {grown[0]:,} bytes); "
-                            f"{RUN_AGAIN}")
+    assert handle.error == changed_size(path, before_size, grown[0])
     assert state(store) == before
 
 
@@ -184,21 +211,11 @@ def test_a_file_cut_short_under_the_mapping_process_fails_too(store, engine, pro
     path.write_text(HEADER + rows(3000), encoding="utf-8")
     before_size = path.stat().st_size
     before = state(store)
-    original = engine_mod._Import.apply
-    cut: list[int] = []
-
-    def apply(self, writer, chunk):
-        if not cut:
-            cut_short(path)
-            cut.append(path.stat().st_size)
-        original(self, writer, chunk)
-
-    monkeypatch.setattr(engine_mod._Import, "apply", apply)
+    cut = hook_apply(monkeypatch, path, cut_short, before=True)
     handle = run(engine, path, props, process=True, chunk_size=500)
     assert cut
     assert handle.status.value == "failed"
-    assert handle.error == (f"{path}: changed while it was read (size {before_size:,} → {cut[0]:,} bytes); "
-                            f"{RUN_AGAIN}")
+    assert handle.error == changed_size(path, before_size, cut[0])
     assert state(store) == before
 
 
@@ -213,9 +230,7 @@ def test_cli_import_of_a_file_cut_short_exits_2_with_one_sentence(store, props, 
     out, err = capsys.readouterr()
     assert code == 2                                                     # the import's failure code
     assert "Traceback" not in err and "Traceback" not in out
-    sentence = (f"{path}: changed while it was read (size {before_size:,} → {path.stat().st_size:,} bytes); "
-                f"{RUN_AGAIN}")
-    assert f"patron-tui: {sentence}" in err.splitlines()
+    assert f"patron-tui: {changed_size(path, before_size, path.stat().st_size)}" in err.splitlines()
     assert ": failed: " in out and "succeeded" not in out
     assert state(store) == before
 
@@ -268,19 +283,9 @@ def test_a_file_starting_with_nul_bytes_is_named_by_import_and_convert(store, pr
 
 
 def test_cr_only_line_endings_are_read_as_lines(store, engine, props, tmp_path):
-    path = tmp_path / "oldmac.csv"
     text = HEADER + "N1,NB1,Newman,Nia,HS\n" + "N2,NB2,,Nobody,HS\n" + 'N3,NB3,"Old, Mac",Otto,HS\n'
-    path.write_bytes(text.replace("\n", "\r").encode("utf-8"))
-    handle = run(engine, path, props)
-    assert handle.status.value == "succeeded", handle.error
-    s = handle.summary
-    assert (s["read"], s["added"], s["skipped"]) == (3, 2, 1)
-    conn = store.connect()
-    try:
-        names = dict(conn.execute("SELECT district_id, last_name FROM patrons WHERE district_id LIKE 'N%'"))
-        skipped = [m for m in load_summary(conn, handle.run_id)["messages"] if m["level"] == "skipped"]
-    finally:
-        conn.close()
+    names, skipped = import_three(store, engine, props, tmp_path / "oldmac.csv",
+                                  text.replace("\n", "\r").encode("utf-8"))
     assert names == {"N1": "Newman", "N3": "Old, Mac"}
     assert [(m["line"], m["code"]) for m in skipped] == [(3, "missing_required")]
 
@@ -372,20 +377,9 @@ def test_the_directory_job_source_says_what_the_path_is(tmp_path):
 
 
 def test_one_nul_byte_skips_that_record_only(store, engine, props, tmp_path):
-    path = tmp_path / "in.csv"
     data = (HEADER + "N1,NB1,Newman,Nia,HS\n").encode() + b"N2,NB2,Nu\x00ll,Ned,HS\n" + b"N3,NB3,Third,Tia,HS\n"
-    path.write_bytes(data)
-    handle = run(engine, path, props)
-    assert handle.status.value == "succeeded", handle.error
-    s = handle.summary
-    assert (s["read"], s["added"], s["skipped"]) == (3, 2, 1)
-    conn = store.connect()
-    try:
-        added = {r[0] for r in conn.execute("SELECT district_id FROM patrons WHERE district_id LIKE 'N%'")}
-        skipped = [m for m in load_summary(conn, handle.run_id)["messages"] if m["level"] == "skipped"]
-    finally:
-        conn.close()
-    assert added == {"N1", "N3"}
+    names, skipped = import_three(store, engine, props, tmp_path / "in.csv", data)
+    assert set(names) == {"N1", "N3"}
     offset = data.index(b"\x00")
     assert [(m["line"], m["code"], m["text"]) for m in skipped] == [(
         3, "binary_data",

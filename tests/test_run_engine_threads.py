@@ -16,6 +16,30 @@ STARTS = 25          # per thread
 WAIT = 30            # the bound on every wait, never a sleep
 
 
+def run_threads(engine: RunEngine, threads: list[threading.Thread], failures: list, handles: list) -> None:
+    """Run the threads that call the engine to their end, then check none failed and every run
+    they started succeeded; the engine is shut down either way."""
+    try:
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(WAIT * STARTS)
+        assert not failures, [repr(f) for f in failures[:3]]
+        for h in handles:
+            assert h.wait(WAIT) is RunStatus.SUCCEEDED
+    finally:
+        engine.shutdown()
+
+
+def kind_test_runs(store: Store) -> list:
+    """(title, status) of the runs of kind 'test', in the order they were made."""
+    conn = store.connect()
+    try:
+        return [tuple(r) for r in conn.execute("SELECT title, status FROM runs WHERE kind = 'test' ORDER BY id")]
+    finally:
+        conn.close()
+
+
 def test_runs_started_from_many_threads_at_once_all_start_and_all_rows_are_there(tmp_path: Path) -> None:
     store = Store.create(tmp_path / "district.db", operator="tester")
     engine = RunEngine(store, pool_size=1, max_runs=2)
@@ -37,25 +61,11 @@ def test_runs_started_from_many_threads_at_once_all_start_and_all_rows_are_there
                 barrier.abort()
                 return
 
-    threads = [threading.Thread(target=starter, args=(n,)) for n in range(THREADS)]
-    try:
-        for t in threads:
-            t.start()
-        for t in threads:
-            t.join(WAIT * STARTS)
-        assert not failures, [repr(f) for f in failures[:3]]
-        assert len(handles) == THREADS * STARTS
-        for h in handles:
-            assert h.wait(WAIT) is RunStatus.SUCCEEDED
-    finally:
-        engine.shutdown()
-    conn = store.connect()
-    try:
-        rows = conn.execute("SELECT title, status FROM runs WHERE kind = 'test'").fetchall()
-    finally:
-        conn.close()
-    assert sorted(r["title"] for r in rows) == sorted(f"t{n}-{i}" for n in range(THREADS) for i in range(STARTS))
-    assert {r["status"] for r in rows} == {"succeeded"}
+    run_threads(engine, [threading.Thread(target=starter, args=(n,)) for n in range(THREADS)], failures, handles)
+    assert len(handles) == THREADS * STARTS
+    rows = kind_test_runs(store)
+    assert sorted(title for title, _ in rows) == sorted(f"t{n}-{i}" for n in range(THREADS) for i in range(STARTS))
+    assert {status for _, status in rows} == {"succeeded"}
 
 
 def test_adopt_and_interrupt_from_other_threads_while_runs_start(tmp_path: Path) -> None:
@@ -88,23 +98,8 @@ def test_adopt_and_interrupt_from_other_threads_while_runs_start(tmp_path: Path)
         except BaseException as exc:   # noqa: BLE001
             failures.append(exc)
 
-    threads = [threading.Thread(target=adopter), threading.Thread(target=starter)]
-    try:
-        for t in threads:
-            t.start()
-        for t in threads:
-            t.join(WAIT * 4)
-        assert not failures, [repr(f) for f in failures[:3]]
-        for h in handles:
-            assert h.wait(WAIT) is RunStatus.SUCCEEDED
-    finally:
-        engine.shutdown()
-    conn = store.connect()
-    try:
-        statuses = [r[0] for r in conn.execute("SELECT status FROM runs WHERE kind = 'test'")]
-    finally:
-        conn.close()
-    assert statuses == ["succeeded"] * 40
+    run_threads(engine, [threading.Thread(target=adopter), threading.Thread(target=starter)], failures, handles)
+    assert [status for _, status in kind_test_runs(store)] == ["succeeded"] * 40
 
 
 class _Looked(dict):

@@ -18,6 +18,8 @@ from patron_tui.runs import RunCancelled, RunEngine, RunFailed, WorkerPool
 from patron_tui.store import Store, runlog, utc_now
 from patron_tui.store import db as store_db
 
+from tests.conftest import run_row
+
 WAIT = 10  # seconds: the bound on every wait below, never a sleep
 
 
@@ -31,14 +33,6 @@ def engine(store: Store):
     eng = RunEngine(store, pool_size=2)
     yield eng
     eng.shutdown()
-
-
-def run_row(store: Store, run_id: int) -> dict:
-    conn = store.connect()
-    try:
-        return runlog.get_run(conn, run_id)
-    finally:
-        conn.close()
 
 
 def run_messages(store: Store, run_id: int, levels=None) -> list[dict]:

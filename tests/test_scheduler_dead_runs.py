@@ -12,6 +12,8 @@ from pathlib import Path
 from patron_tui.services.jobs.scheduler import Scheduler
 from patron_tui.store import Store, runlog
 
+from tests.conftest import run_row
+
 
 def _dead_pid() -> int:
     """The pid of a process of this host that has exited (and been reaped)."""
@@ -38,11 +40,7 @@ def test_every_scheduler_pass_marks_the_runs_whose_owner_died(tmp_path: Path) ->
         dead = _running_run(store, _dead_pid(), "killed while the scheduler ran")
         alive = _running_run(store, os.getpid(), "still running here")
         sched.run_once()   # the next pass
-        conn = store.connect()
-        try:
-            got = {rid: runlog.get_run(conn, rid) for rid in (dead, alive)}
-        finally:
-            conn.close()
+        got = {rid: run_row(store, rid) for rid in (dead, alive)}
     finally:
         sched.engine.shutdown(cancel_running=False)
     assert got[dead]["status"] == "interrupted"
@@ -66,11 +64,7 @@ def test_a_dead_run_that_committed_part_of_its_work_says_what_was_committed(tmp_
         finally:
             conn.close()
         sched.run_once()
-        conn = store.connect()
-        try:
-            run = runlog.get_run(conn, run_id)
-        finally:
-            conn.close()
+        run = run_row(store, run_id)
     finally:
         sched.engine.shutdown(cancel_running=False)
     assert run["status"] == "interrupted" and run["summary"]["added"] == 3

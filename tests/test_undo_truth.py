@@ -34,7 +34,7 @@ from patron_tui.store import Store
 from patron_tui.ui.app import make_app
 from patron_tui.ui.screens.undo_dialog import UndoScreen
 
-from tests.conftest import district
+from tests.conftest import district, run_row
 from tests.pilot import settle, wait_until
 from tests.test_cli_audit import cli, email_run, emails
 
@@ -69,6 +69,17 @@ def change_after_plan(monkeypatch, store: Store, changes: dict[str, str], *, cal
 
     monkeypatch.setattr(U, "plan_undo", planned)
     return seen
+
+
+def undo(store: Store, run: int, **kw):
+    """Undo `run` as "tester" on an engine of its own, to its end: the undo's handle."""
+    engine = RunEngine(store, pool_size=1)
+    try:
+        handle = U.start_undo(engine, store, "tester", run, **kw)
+        handle.wait()
+        return handle
+    finally:
+        engine.shutdown(cancel_running=False)
 
 
 def undo_runs(store: Store, undoes: int) -> list[dict]:
@@ -122,13 +133,7 @@ def test_a_conflict_the_operator_did_not_see_refuses_even_under_skip(store, monk
         conn.close()
     assert len(shown.conflicts) == 1
     change_after_plan(monkeypatch, store, {"B2": "b@unseen"}, call=1)
-    engine = RunEngine(store, pool_size=1)
-    try:
-        handle = U.start_undo(engine, store, "tester", run, on_conflict="skip",
-                              accepted={(c.table, c.key) for c in shown.conflicts})
-        handle.wait()
-    finally:
-        engine.shutdown(cancel_running=False)
+    handle = undo(store, run, on_conflict="skip", accepted={(c.table, c.key) for c in shown.conflicts})
     assert handle.status.value == "failed"
     assert handle.error == "1 row(s) were changed again by a later run; nothing was undone."
     assert emails(store) == {"B1": "a@seen", "B2": "b@unseen"}
@@ -255,21 +260,11 @@ def test_rows_the_run_added_then_changed_or_deleted_are_conflicts_named_with_the
 
 def test_the_summary_of_a_refused_undo_says_nothing_was_undone(store, monkeypatch):
     from patron_tui.services.run_history import summary_lines
-    from patron_tui.store import runlog
 
     run = email_run(store, {"B1": "a@1"}, "Emails")
     change_after_plan(monkeypatch, store, {"B1": "a@later"}, call=1)
-    engine = RunEngine(store, pool_size=1)
-    try:
-        handle = U.start_undo(engine, store, "tester", run)
-        handle.wait()
-    finally:
-        engine.shutdown(cancel_running=False)
-    conn = store.connect()
-    try:
-        lines = summary_lines(runlog.get_run(conn, handle.run_id))
-    finally:
-        conn.close()
+    handle = undo(store, run)
+    lines = summary_lines(run_row(store, handle.run_id))
     assert lines[0] == f"Did not undo run {run}: 1 row(s) were changed again by a later run; nothing was undone."
     assert not any("Undid" in line for line in lines)
 
@@ -282,19 +277,12 @@ def test_two_undos_of_one_run_the_second_to_commit_is_refused(store, monkeypatch
     def planned(conn, run_id, **kw):
         plan = real(conn, run_id, **kw)
         if not other:   # right after the first undo's plan, a second undo of the run commits
-            other["engine"] = RunEngine(store, pool_size=1)
-            other["handle"] = U.start_undo(other["engine"], store, "tester", run)
-            other["handle"].wait()
+            other["planned"] = True   # (its own plan comes back here)
+            other["handle"] = undo(store, run)
         return plan
 
     monkeypatch.setattr(U, "plan_undo", planned)
-    engine = RunEngine(store, pool_size=1)
-    try:
-        first = U.start_undo(engine, store, "tester", run)
-        first.wait()
-    finally:
-        engine.shutdown(cancel_running=False)
-        other["engine"].shutdown(cancel_running=False)
+    first = undo(store, run)
     second = other["handle"]
     assert second.status.value == "succeeded", second.error
     assert first.status.value == "failed"
