@@ -9,7 +9,6 @@ import signal
 import sqlite3
 import subprocess
 import sys
-import time
 
 import pytest
 
@@ -205,26 +204,15 @@ def test_a_killed_filler_resumes_and_fills_every_queue_exactly_once(tmp_path):
     src.close(), dst.close()
     _fill(Store(reference, operator="tester"))
 
-    env = {**os.environ, "PATRON_TUI_FILL_CHUNK": "100", "PATRON_TUI_FILL_PAUSE": "0.5"}
+    # killed by itself just after its third chunk's COMMIT (testpoints: no clock, no polling)
+    env = {**os.environ, "PATRON_TUI_FILL_CHUNK": "100", "PATRON_TUI_KILL_AT": "committed:3"}
     cmd = [sys.executable, "-m", "patron_tui", "fill-queues", "--db", str(store.path)]
-    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, env=env)
+    killed = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=120)
+    assert killed.returncode == -signal.SIGKILL, (killed.returncode, killed.stderr)
     watch = sqlite3.connect(store.path, timeout=15)
-    done = 0
-    try:
-        deadline = time.monotonic() + 60
-        while time.monotonic() < deadline and proc.poll() is None:
-            done = watch.execute("SELECT count(*) FROM queue_fill_requests WHERE done_at IS NOT NULL").fetchone()[0]
-            if done:
-                break
-            time.sleep(0.01)
-        os.kill(proc.pid, signal.SIGKILL)
-    finally:
-        proc.wait(10)
-        if proc.stderr:
-            proc.stderr.close()
     done = watch.execute("SELECT count(*) FROM queue_fill_requests WHERE done_at IS NOT NULL").fetchone()[0]
     killed_run = watch.execute("SELECT id FROM runs WHERE kind = 'queue_fill'").fetchone()[0]
-    assert 0 < done < n, done   # killed after its first committed chunk(s), before the end
+    assert done == 300, done    # killed just after its third chunk committed, before the end
     assert done % 100 == 0      # whole chunks only: the chunk being written was rolled back
     partial = _queues(store.path)
     assert {p for p, _, _ in partial} <= {r[0] for r in watch.execute(
