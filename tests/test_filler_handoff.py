@@ -170,7 +170,9 @@ async def test_the_batch_screen_names_and_follows_the_filler_already_at_work(tmp
             counts = str(app.screen.query_one("#report-counts").render())
             assert f"4 service queues to fill (queue filler run {other.run_id})." in counts
             line = screen.query_one("#batch-filler")
-            assert f"(run {other.run_id})" in str(line.render())   # followed: its progress line
+            followed = str(line.render())   # followed: its progress line (the screen's poll rewrites it)
+            assert followed.startswith("Filling service queues: 0 of "), followed
+            assert followed.endswith(f"(run {other.run_id}, messages in the log pane)"), followed
             release.set()
             await wait_until(app, pilot, lambda: "Service queues filled" in str(line.render()),
                              why=lambda: str(line.render()))

@@ -349,6 +349,14 @@ def _unit(text: str, id: str | None = None) -> Label:
     return Label(Content(text), classes="batch-unit", id=id)
 
 
+def _filling(filler, waiting: int | None) -> str:
+    """The line under the form while a filler of this console fills the batch's queues: one
+    text from the hand-off to its end (its total once it has counted, else the queues handed)."""
+    total = filler.total if filler.total is not None else waiting
+    of = f" of {total:,}" if total is not None else ""
+    return f"Filling service queues: {filler.done:,}{of} (run {filler.run_id}, messages in the log pane)"
+
+
 class BatchScreen(SectionScreen):
     SECTION = "batch"
     BINDINGS = [
@@ -389,6 +397,7 @@ class BatchScreen(SectionScreen):
         self.preview_key: str | None = None
         self.handle = None
         self.filler = None
+        self.filler_waiting: int | None = None   # queues the batch handed to self.filler
         self.result: BatchResult | None = None
         self.may_process: bool | None = None
         self._pending: tuple[str | None, str | None] | None = None
@@ -796,10 +805,7 @@ class BatchScreen(SectionScreen):
         if filler is not None:
             line = self.query_one("#batch-filler", Static)
             if not filler.finished:
-                total = filler.total
-                of = f" of {total:,}" if total is not None else ""
-                line.update(Content(f"Filling service queues: {filler.done:,}{of} (run {filler.run_id}, "
-                                    f"messages in the log pane)"))
+                line.update(Content(_filling(filler, self.filler_waiting)))
             else:
                 self.filler = None
                 s = filler.summary or {}
@@ -844,7 +850,8 @@ class BatchScreen(SectionScreen):
         if filler is not None:
             self.filler = filler
             line.add_class("-shown")
-            line.update(Content(f"Filling service queues: 0 of {waiting:,} (run {filler.run_id})"))
+            self.filler_waiting = waiting
+            line.update(Content(_filling(filler, waiting)))
             self._ensure_timer()
         elif filler_id is not None:
             line.add_class("-shown")
