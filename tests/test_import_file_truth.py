@@ -426,3 +426,16 @@ def test_the_converter_screen_names_a_file_starting_with_nul_bytes(tmp_path):
         sniff_file(path)
     assert str(info.value) == (f"{path}: starts with NUL bytes at byte offset 0 (bytes 0 to 999 are NUL): "
                                "not a text CSV file (a sparse or unfinished file?)")
+
+
+@pytest.mark.parametrize("alias", ["utf16", "U16", "UTF-16"])
+def test_a_utf16_alias_is_not_taken_for_a_file_starting_with_nul_bytes(tmp_path, alias):
+    """UTF-16-BE text begins with a NUL byte after its byte order mark; under any name codecs
+    gives UTF-16 (utf16, u16...), the converter reads it instead of calling it a sparse file."""
+    import codecs
+
+    from patron_tui.services.imports.converter import sniff
+
+    path = tmp_path / "be.csv"
+    path.write_bytes(codecs.BOM_UTF16_BE + HEADER.encode("utf-16-be"))
+    assert sniff(path, encoding=alias).header == HEADER.strip().split(",")

@@ -241,6 +241,14 @@ def _detect_header(rows: list[list[str]]) -> bool:
     return len(rows) == 1 or all(not any(ch.isdigit() for ch in c) for c in cells)
 
 
+def _is_utf16(encoding: str) -> bool:
+    """Is `encoding` (any alias codecs knows: utf16, UTF_16_BE, u16...) a UTF-16 codec?"""
+    try:
+        return codecs.lookup(encoding).name.startswith("utf-16")
+    except LookupError:
+        return False   # an unknown name: sniff says so below
+
+
 def sniff(path: str | Path, *, sample_bytes: int = 65536, encoding: str | None = None) -> Sniffed:
     """Look at the first `sample_bytes` of a CSV file: encoding, delimiter, header, sample rows.
 
@@ -258,7 +266,7 @@ def sniff(path: str | Path, *, sample_bytes: int = 65536, encoding: str | None =
     bom_len = next((len(b) for b, _, _ in _BOMS if raw.startswith(b)), 0)
     # a sparse or unfinished file (NULs from byte 0): a sentence, not a guess of UTF-16; one
     # NUL may begin UTF-16-BE text, so two are needed unless a one-byte encoding was chosen
-    one_byte = encoding is not None and not encoding.lower().replace("_", "-").startswith("utf-16")
+    one_byte = encoding is not None and not _is_utf16(encoding)
     check_head(str(path), raw[bom_len:], 1 if one_byte else 2)
     if encoding is None:
         encoding, confidence, reason, bom = _detect_encoding(raw, at_eof)
