@@ -700,8 +700,7 @@ def _print_table(conn, selection, columns: list[str], sort: str, limit: int | No
 
 
 def _cmd_protect(db_path: Path, args: argparse.Namespace) -> int:
-    from patron_tui.services.patrons import PatronNotFound, find_patron, set_protected
-    from patron_tui.store import ChangesetWriter
+    from patron_tui.services.patrons import PatronNotFound, find_patron, protect
     from patron_tui.textsafe import visible
 
     conn, operator = _connect(db_path)
@@ -712,12 +711,11 @@ def _cmd_protect(db_path: Path, args: argparse.Namespace) -> int:
         if refused:
             return _fail(refused)
         try:
-            ids = [(key, find_patron(conn, key)) for key in args.patrons]
+            pids = [find_patron(conn, key) for key in args.patrons]
         except PatronNotFound as exc:
             return _fail_data(str(exc))
         try:
-            with ChangesetWriter(conn, operator=operator, run_id=None) as w:
-                changed = [(key, set_protected(w, pid, not args.off)) for key, pid in ids]
+            changed = list(zip(args.patrons, protect(conn, operator, pids, not args.off)))
         except ValueError as exc:
             return _fail(str(exc))
     finally:

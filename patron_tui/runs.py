@@ -245,6 +245,13 @@ class RunContext:
         return _RunWriter(self, self.conn, operator=self.operator, run_id=self.run_id,
                           before_commit=self._record_outcome if outcome else None)
 
+    def commit_outcome(self) -> None:
+        """The work after the run's last data commit is done: commit its outcome ('succeeded',
+        the summary) alone, in a transaction of its own."""
+        self.if_stopped = None
+        with self.writer():
+            pass
+
     def _record_outcome(self, w: ChangesetWriter) -> None:
         final = self.if_stopped is None
         runlog.record_outcome(w.conn, self.run_id, summary={**self.summary, "messages": dict(self.counts)},

@@ -107,8 +107,7 @@ def _vacuum_into(conn: sqlite3.Connection, db_path: Path, target: Path) -> Path:
         target.parent.mkdir(parents=True, exist_ok=True)
         if target.exists():
             raise _exists_error(target)
-        if part.exists() or part.is_symlink():
-            part.unlink()   # left by a backup that was killed: never whole, never in the way
+        part.unlink(missing_ok=True)   # left by a backup that was killed: never whole, never in the way
         conn.execute("VACUUM INTO ?", (str(part),))
         try:   # the copy holds what the database holds (password hashes): the same permissions
             os.chmod(part, stat.S_IMODE(db_path.stat().st_mode))

@@ -329,7 +329,7 @@ def find_patron(conn: sqlite3.Connection, key: str) -> int:
 
 def set_protected(writer, patron_id: int, protected: bool) -> bool:
     """Mark a patron protected (staff accounts...): no inactivation or deletion rule of any job
-    ever touches a protected patron. Any operator may set or clear it; the writer journals it.
+    ever touches a protected patron. The writer journals it; `protect` checks who may.
     Returns whether the flag changed."""
     row = writer.conn.execute("SELECT protected, is_system FROM patrons WHERE id = ?", (patron_id,)).fetchone()
     if row is None:
@@ -340,3 +340,15 @@ def set_protected(writer, patron_id: int, protected: bool) -> bool:
         return False
     writer.update("patrons", patron_id, {"protected": 1 if protected else 0})
     return True
+
+
+def protect(conn, operator: str, patron_ids: list[int], protected: bool) -> list[bool]:
+    """Set (or clear) Protected on these patrons as `operator`, in one journalled transaction:
+    it needs "manage patrons for the district" (PermissionDenied, a sentence naming it, when
+    `operator` lacks it). Returns, per patron, whether its flag changed."""
+    from patron_tui.services.permissions import require
+    from patron_tui.store import ChangesetWriter
+
+    require(conn, operator, "protect")
+    with ChangesetWriter(conn, operator=operator, run_id=None) as w:
+        return [set_protected(w, pid, protected) for pid in patron_ids]

@@ -58,7 +58,7 @@ def live_filler(conn: sqlite3.Connection, engine: RunEngine | None = None) -> in
     counts); a filler this engine has started counts from the moment it is queued."""
     if engine is not None:
         for run_id in engine.active_runs():
-            handle = engine._handles.get(run_id)
+            handle = engine.handle(run_id)
             if handle is not None and handle.kind == FILL_KIND:
                 # not once its last transaction (the one that found nothing left) has committed
                 # its outcome: it will not look for requests again

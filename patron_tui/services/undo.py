@@ -825,8 +825,9 @@ def undo_run(ctx: RunContext, run_id: int, on_conflict: OnConflict = "refuse", *
             _apply_step(w, shapes, plan, step, on_conflict, counts, skipped)
             ctx.progress(i + 1, total)
         # the run's outcome commits with its data (RunContext.writer)
-        ctx.summary.update({"undoes": run_id, "on_conflict": on_conflict, **counts,
-                            "conflicts": len(plan.conflicts), "refused": len(skipped)})
+        summary = {"undoes": run_id, "on_conflict": on_conflict, **counts,
+                   "conflicts": len(plan.conflicts), "refused": len(skipped)}
+        ctx.summary.update(summary)
     word = "Left as it is" if on_conflict == "skip" else "Overwritten"
     ctx.messages(EventKind.SKIPPED if on_conflict == "skip" else EventKind.WARNING, [
         (f"{word}: {c.describe()}.", c.reason, None, c.barcode, c.patron_id) for c in plan.conflicts])
@@ -835,8 +836,7 @@ def undo_run(ctx: RunContext, run_id: int, on_conflict: OnConflict = "refuse", *
              f"{counts['restored']:,} restored; {len(plan.conflicts):,} conflicts "
              f"{'overwritten' if on_conflict == 'overwrite' else 'skipped'}"
              f"{f', {len(skipped):,} rows refused by the database' if skipped else ''}.", code="undone")
-    return {"undoes": run_id, "on_conflict": on_conflict, **counts, "conflicts": len(plan.conflicts),
-            "refused": len(skipped)}
+    return summary
 
 
 def _apply_step(w: ChangesetWriter, shapes: _Shapes, plan: UndoPlan, step: _Step, on_conflict: str,

@@ -103,13 +103,6 @@ def refusal(path: str | Path) -> str | None:
     return None if what is None else f"{path}: {what}"
 
 
-def check(path: str | Path) -> None:
-    """SourceFileError unless `path` is a regular file."""
-    what = describe(path)
-    if what is not None:
-        raise SourceFileError(str(path), what, code="not_a_file")
-
-
 def open_source(path: str | Path) -> tuple[BinaryIO, Identity]:
     """`path` opened for reading in binary, and its identity from the open file. The open
     never blocks (O_NONBLOCK: a FIFO gets a sentence, not a hang)."""
@@ -194,5 +187,5 @@ def check_head(name: str, sample: bytes, unit: int = 1) -> None:
         )
 
 
-__all__ = ["Identity", "SourceFileError", "change", "check", "check_head", "describe", "ensure_unchanged",
+__all__ = ["Identity", "SourceFileError", "change", "check_head", "describe", "ensure_unchanged",
            "leading_nuls", "open_source", "refusal"]

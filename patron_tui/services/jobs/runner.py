@@ -93,9 +93,7 @@ def run_job(ctx: RunContext, job_name: str, mode: str, *, staging_dir: str | Pat
         summary["inactivation"] = _inactivation(ctx, job, summary, today=today)
         if ctx.if_stopped is not None:   # the rules were held (nothing more to write): the outcome alone
             ctx.summary.update(summary)
-            ctx.if_stopped = None
-            with ctx.writer():
-                pass
+            ctx.commit_outcome()
         return summary
     finally:
         try:

@@ -72,7 +72,8 @@ def run_due(store: Store, now: datetime | None = None, *, clock: Clock = system_
     try:
         # runs whose owner process is gone (killed, crashed) read 'interrupted' now, not at the next
         # start of some process: a long-running scheduler's engine marked them only when it started
-        dead = runlog.mark_dead_runs_interrupted(conn)
+        # (an engine made for this pass has just done so when it started)
+        dead = engine.interrupted_on_start if own_engine else runlog.mark_dead_runs_interrupted(conn)
         if dead:
             log.warning("runs %s: their process stopped; marked interrupted", ", ".join(map(str, dead)))
         for items in due_runs(conn, now, max_missed_age, tz):

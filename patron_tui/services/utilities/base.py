@@ -556,9 +556,7 @@ def run_utility(ctx: RunContext, name: str, selections: Selections, options: Bas
             ctx.summary.update({"utility": util.name, "changed": len(done), "skipped": len(plan.skipped),
                                 "errors": len(plan.errors), "selected": plan.selected, "notes": plan.notes,
                                 "column": plan.column})
-        ctx.if_stopped = None
-        with ctx.writer():   # the after-commit work is done: the outcome, 'succeeded', alone
-            pass
+        ctx.commit_outcome()   # the after-commit work is done: the outcome, 'succeeded', alone
     for note in plan.notes:
         ctx.info(note, code="note")
     ctx.progress(len(ids), len(ids), force=True)

@@ -560,22 +560,16 @@ class PatronDetailScreen(ModalScreen[None]):
 
     @work(thread=True, exclusive=True, exit_on_error=False, group="patron-protect")
     def toggle_protected(self, protected: bool) -> None:
-        from patron_tui.services.permissions import store_refusal
-
-        refused = store_refusal(self.app.store, "protect")
-        if refused:   # "manage patrons for the district" (the CLI's `protect` asks the same)
-            self.app.call_from_thread(self.notify, visible(refused), severity="error", markup=False)
-            return
+        from patron_tui.services.permissions import PermissionDenied
         from patron_tui.store.trouble import explain
 
         try:
             conn = self.app.store.connect()
-            try:
-                with self.app.store.writer(conn, None) as w:
-                    svc.set_protected(w, self.patron_id, protected)
+            try:   # "manage patrons for the district" (the CLI's `protect` asks the same)
+                svc.protect(conn, self.app.store.operator, [self.patron_id], protected)
             finally:
                 conn.close()
-        except (svc.PatronNotFound, ValueError) as exc:
+        except (PermissionDenied, svc.PatronNotFound, ValueError) as exc:
             self.app.call_from_thread(self.notify, visible(str(exc)), severity="error", markup=False)
             return
         except Exception as exc:   # a bad day (busy, read-only, full...): its one sentence
