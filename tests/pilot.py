@@ -2,18 +2,32 @@
 
 from __future__ import annotations
 
+import asyncio
+
 from textual import events
 from textual.keys import _character_to_key
 from textual.widgets import Input
+from textual.worker import WorkerCancelled
 
 from patron_tui.ui.themes import load_themes
+
+
+async def workers_done(app) -> None:
+    """`app.workers.wait_for_complete()`, except that a worker cancelled while it is awaited is
+    no failure: an exclusive worker replaced by a newer one (the command palette's search, once
+    per typed key) is cancelled by design, at a moment that depends on the machine's load. A
+    worker that failed still raises."""
+    results = await asyncio.gather(*[w.wait() for w in list(app.workers)], return_exceptions=True)
+    for result in results:
+        if isinstance(result, BaseException) and not isinstance(result, WorkerCancelled):
+            raise result
 
 
 async def settle(app, pilot, rounds: int = 3) -> None:
     """A few rounds of: let messages flow, wait for the workers."""
     for _ in range(rounds):
         await pilot.pause()
-        await app.workers.wait_for_complete()
+        await workers_done(app)
     await pilot.pause()
 
 
@@ -23,7 +37,7 @@ async def wait_until(app, pilot, condition, *, limit: int = 400, why=lambda: "")
         if condition():
             return
         await pilot.pause(0.05)
-        await app.workers.wait_for_complete()
+        await workers_done(app)
     assert condition(), why()
 
 
